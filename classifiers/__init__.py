@@ -1,0 +1,29 @@
+"""Classifiers of mairie-triage: the interface, the models, their training and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from classifiers.base import Classifier, LabelScores, Prediction
+from classifiers.model_dir import read_model_files
+from classifiers.taxonomy import Taxonomy, load_taxonomy
+from worker.errors import ModelError
+
+__all__ = [
+    "Classifier",
+    "LabelScores",
+    "Prediction",
+    "Taxonomy",
+    "load_classifier",
+    "load_taxonomy",
+]
+
+
+def load_classifier(directory: Path, taxonomy: Taxonomy) -> Classifier:
+    """Load whichever model kind `directory` holds, after checking its labels and format."""
+    from classifiers import baseline  # imported here: each kind pulls in its own libraries
+
+    files = read_model_files(directory, taxonomy)
+    if files.kind == baseline.KIND:
+        return baseline.TfidfBaseline.load(files)
+    raise ModelError(f"{directory}: unknown model kind {files.kind!r}")

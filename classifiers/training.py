@@ -1,0 +1,143 @@
+"""Training a model directory from labelled folders (the baseline for now)."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sklearn
+
+from classifiers import baseline
+from classifiers.baseline import HEADS, TfidfBaseline
+from classifiers.calibration import expected_calibration_error, fit_temperature, softmax
+from classifiers.dataset import LabelledRequest, fingerprint, load_labelled
+from classifiers.evaluation import Evaluation, evaluate
+from classifiers.model_card import render_model_card
+from classifiers.model_dir import write_model_files
+from classifiers.safety import SafetyRules
+from classifiers.taxonomy import Taxonomy
+from classifiers.text import classifier_input
+from worker.errors import ModelError
+from worker.parsing import ParseLimits
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """Hyper-parameters of the baseline; `__post_init__` names a bad value."""
+
+    regularisation: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.regularisation > 0:
+            raise ValueError(f"regularisation must be > 0, got {self.regularisation}")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    directory: Path
+    version: str
+    examples: int
+    validation: Evaluation | None
+
+
+def _calibrate(
+    model: TfidfBaseline, examples: Sequence[LabelledRequest]
+) -> dict[str, dict[str, float]]:
+    """Fit each head's temperature on validation data; return ECE before and after."""
+    logits = model.logits([classifier_input(e.request) for e in examples])
+    report: dict[str, dict[str, float]] = {}
+    for head in HEADS:
+        index = {label: i for i, label in enumerate(model.labels[head])}
+        truth = np.array([index[getattr(e, head)] for e in examples], dtype=np.int64)
+        temperature = fit_temperature(logits[head], truth)
+        report[head] = {
+            "temperature": temperature,
+            "ece_before": expected_calibration_error(softmax(logits[head]), truth),
+            "ece_after": expected_calibration_error(softmax(logits[head], temperature), truth),
+        }
+        model.temperatures[head] = temperature
+    return report
+
+
+def train_baseline(
+    data: Sequence[Path],
+    out: Path,
+    taxonomy: Taxonomy,
+    safety: SafetyRules,
+    *,
+    validation: Sequence[Path] = (),
+    options: BaselineOptions | None = None,
+    limits: ParseLimits | None = None,
+) -> TrainingResult:
+    """Train the TF-IDF baseline on `data`, calibrate and score it on `validation`, write `out`.
+
+    The directory is written next to `out` and renamed into place, so an interrupted run never
+    leaves a half-written model where the worker would load it.
+    """
+    options = options or BaselineOptions()
+    examples = load_labelled(data, taxonomy, limits)
+    if len(examples) < 2:
+        raise ModelError("at least two labelled requests are needed to train")
+    held_out = load_labelled(validation, taxonomy, limits) if validation else []
+    digest = fingerprint(examples)
+    created = datetime.now(UTC)
+    version = f"{baseline.KIND}-{created:%Y%m%d}-{digest[:8]}"
+    labels = {"department": taxonomy.department_keys, "urgency": taxonomy.urgency_keys}
+    model = TfidfBaseline.fit(
+        [classifier_input(e.request) for e in examples],
+        {"department": [e.department for e in examples], "urgency": [e.urgency for e in examples]},
+        labels,
+        regularisation=options.regularisation,
+        seed=options.seed,
+        version=version,
+    )
+    calibration = _calibrate(model, held_out) if held_out else {}
+    scores = evaluate(model, held_out, taxonomy, safety) if held_out else None
+    metadata = {
+        "kind": baseline.KIND,
+        "version": version,
+        "created_at": created.isoformat(),
+        "training_data": {
+            "folders": [str(folder) for folder in data],
+            "validation_folders": [str(folder) for folder in validation],
+            "examples": len(examples),
+            "validation_examples": len(held_out),
+            "fingerprint": digest,
+        },
+        "hyperparameters": {"regularisation": options.regularisation, "seed": options.seed},
+        "calibration": calibration,
+        "metrics": {"validation": scores.to_dict()} if scores else {},
+        "library_versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scikit-learn": sklearn.__version__,
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save(staging)
+        write_model_files(
+            staging,
+            labels,
+            dict(model.temperatures),
+            metadata,
+            render_model_card(metadata, taxonomy),
+        )
+        staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the worker's user
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return TrainingResult(out, version, len(examples), scores)

@@ -1,0 +1,160 @@
+"""The `triage` command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker import exit_codes
+from worker.config import PROJECT_ROOT, Settings, load_settings
+from worker.errors import ConfigError, ModelError, ParseError
+from worker.logs import configure_logging
+from worker.runtime import Configuration, build_pipeline, load_configuration
+
+DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="triage", description="Sort a mairie's requests by department and urgency."
+    )
+    parser.add_argument(
+        "--config", type=Path, help="settings file (YAML); TRIAGE_* env overrides it"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show info-level log events")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the bundled sample requests end to end")
+    demo.add_argument("--samples", type=Path, default=DEFAULT_SAMPLES)
+    demo.add_argument("--out", type=Path, help="where to deliver (default: <state_dir>/demo)")
+
+    classify = commands.add_parser("classify", help="classify files, print one JSON line each")
+    classify.add_argument("--model", type=Path, help="model directory (default: settings)")
+    classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+
+    train = commands.add_parser("train", help="train a model directory from labelled folders")
+    train.add_argument("--data", type=Path, nargs="+", required=True, metavar="FOLDER")
+    train.add_argument("--validation", type=Path, nargs="*", default=[], metavar="FOLDER")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--regularisation", type=float, default=10.0, help="inverse L2 strength C")
+
+    evaluate = commands.add_parser("evaluate", help="score a model on labelled folders")
+    evaluate.add_argument("--model", type=Path, help="model directory (default: settings)")
+    evaluate.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    evaluate.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    return parser
+
+
+def _classify(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers.dataset import request_files
+    from worker.parsing import read_raw
+
+    pipeline = build_pipeline(configuration, model_dir=args.model)
+    settings = configuration.settings
+    files = request_files(args.paths)
+    failures = 0
+    for start in range(0, len(files), settings.batch_size):
+        batch = files[start : start + settings.batch_size]
+        parsed = []
+        lines: dict[Path, dict[str, object]] = {}
+        for path in batch:
+            try:
+                parsed.append((path, pipeline.parse(read_raw(path, settings.limits))))
+            except ParseError as exc:
+                lines[path] = {"path": str(path), "error": str(exc)}
+        classified = pipeline.classify([request for _, request in parsed]) if parsed else []
+        for (path, _), item in zip(parsed, classified, strict=True):
+            lines[path] = {
+                "path": str(path),
+                "request_id": item.request.id,
+                "department": item.prediction.department.label,
+                "urgency": item.prediction.urgency.label,
+                "confidence": {
+                    "department": round(item.prediction.department.confidence, 4),
+                    "urgency": round(item.prediction.urgency.confidence, 4),
+                },
+                "needs_review": item.decision.needs_review,
+                "destination": item.decision.primary,
+            }
+        for path in batch:
+            failures += "error" in lines[path]
+            print(json.dumps(lines[path], ensure_ascii=False), flush=True)
+    return exit_codes.SOME_INPUTS_FAILED if failures else exit_codes.OK
+
+
+def _train(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers.evaluation import format_evaluation
+    from classifiers.training import BaselineOptions, train_baseline
+
+    try:
+        options = BaselineOptions(regularisation=args.regularisation, seed=args.seed)
+    except ValueError as exc:
+        raise ConfigError("command line", "--regularisation", str(exc)) from exc
+    result = train_baseline(
+        args.data,
+        args.out,
+        configuration.taxonomy,
+        configuration.safety,
+        validation=args.validation,
+        options=options,
+        limits=configuration.settings.limits,
+    )
+    print(f"trained {result.version} on {result.examples} requests -> {result.directory}")
+    if result.validation is not None:
+        print(format_evaluation(result.validation))
+    return exit_codes.OK
+
+
+def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers import load_classifier
+    from classifiers.dataset import load_labelled
+    from classifiers.evaluation import evaluate, format_evaluation
+
+    settings = configuration.settings
+    classifier = load_classifier(args.model or settings.model_dir, configuration.taxonomy)
+    examples = load_labelled(args.folders, configuration.taxonomy, settings.limits)
+    scores = evaluate(classifier, examples, configuration.taxonomy, configuration.safety)
+    print(format_evaluation(scores))
+    if args.json:
+        args.json.write_text(json.dumps(scores.to_dict(), indent=1), encoding="utf-8")
+    return exit_codes.OK
+
+
+def _demo(configuration: Configuration, args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    out = args.out or configuration.settings.state_dir / "demo"
+    settings = configuration.settings.model_copy(
+        update={"maildir_root": out / "maildir", "decision_log": out / "decisions.jsonl"}
+    )
+    return run_demo(dataclasses.replace(configuration, settings=settings), args.samples)
+
+
+_COMMANDS = {"classify": _classify, "train": _train, "evaluate": _evaluate, "demo": _demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings: Settings = load_settings(args.config)
+        level = settings.log_level if args.verbose else "WARNING"
+        configure_logging(level, settings.log_format)
+        configuration = load_configuration(settings)
+        return _COMMANDS[args.command](configuration, args)
+    except ConfigError as exc:
+        print(f"triage: configuration error: {exc}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    except ModelError as exc:
+        print(f"triage: model error: {exc}", file=sys.stderr)
+        return exit_codes.MODEL_ERROR
+    except KeyboardInterrupt:
+        return exit_codes.INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Settings and the loading of the YAML configuration files under `config/`.
+
+Every setting has a default that works for the embedded demo. A settings file given with
+`--config FILE` overrides the defaults, and `TRIAGE_*` environment variables override the file
+(nested keys with a double underscore: `TRIAGE_LIMITS__MAX_PARTS=50`). Secrets are read from the
+environment only. Any invalid value stops start-up with a `ConfigError` naming the file (or the
+environment variable), the key and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import ConfigError
+from worker.parsing.limits import ParseLimits
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "TRIAGE_"
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class Settings(BaseSettings):
+    """Process-wide settings of the worker and the command line."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    config_dir: Path = Field(default=PROJECT_ROOT / "config", description="taxonomy/routing/safety")
+    model_dir: Path = Field(default=PROJECT_ROOT / "models" / "default")
+    state_dir: Path = Field(
+        default=Path("var"), description="Default home of what the worker writes."
+    )
+    maildir_root: Path | None = Field(default=None, description="Default: <state_dir>/maildir.")
+    decision_log: Path | None = Field(
+        default=None, description="Default: <state_dir>/decisions.jsonl"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    batch_size: int = Field(default=32, gt=0, le=1024)
+    limits: ParseLimits = Field(default_factory=ParseLimits)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The settings file arrives as init keyword arguments; the environment must win over it.
+        return env_settings, init_settings
+
+    @property
+    def taxonomy_file(self) -> Path:
+        return self.config_dir / "taxonomy.yaml"
+
+    @property
+    def routing_file(self) -> Path:
+        return self.config_dir / "routing.yaml"
+
+    @property
+    def safety_file(self) -> Path:
+        return self.config_dir / "safety.yaml"
+
+    @property
+    def maildir_path(self) -> Path:
+        return self.maildir_root or self.state_dir / "maildir"
+
+    @property
+    def decision_log_path(self) -> Path:
+        return self.decision_log or self.state_dir / "decisions.jsonl"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    error = exc.errors()[0]
+    problem = error["msg"]
+    if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
+        problem = f"{problem} (got {error['input']!r})"
+    return _location(error["loc"]), problem
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML file's top-level mapping, or a `ConfigError` saying why there is none."""
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "", "file not found") from exc
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "", "not UTF-8 text") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            str(path), where, f"invalid YAML ({getattr(exc, 'problem', exc)})"
+        ) from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(str(path), "", f"expected a mapping, got {type(document).__name__}")
+    return document
+
+
+def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
+    """Read and validate one YAML configuration file against `model`."""
+    document = read_yaml(path)
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        key, problem = _first_error(exc)
+        raise ConfigError(str(path), key, problem) from exc
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the settings from defaults, an optional settings file and the environment."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = read_yaml(config_file)
+        try:
+            Settings.model_validate(file_values)  # validates the file alone, without the env
+        except ValidationError as exc:
+            key, problem = _first_error(exc)
+            raise ConfigError(str(config_file), key, problem) from exc
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        key, problem = _first_error(exc)
+        variable = ENV_PREFIX + key.replace(".", "__").upper()
+        raise ConfigError("environment", variable, problem) from exc
+
+
+class StrictModel(BaseModel):
+    """Base of the configuration file models: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,0 +1,256 @@
+"""parse → classify → route → deliver, for a batch of raw requests.
+
+The same steps serve the embedded default (`process`, used by the demo and local runs) and the
+RabbitMQ worker, which calls `parse`, `classify`, `deliver` and `dead_letter` itself and maps
+their errors onto acks, retries and its dead-letter queue. Nothing here loses a request: one that
+cannot be parsed, classified or delivered is dead-lettered with the reason, and if even that
+fails the outcome says so and the caller keeps the input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import structlog
+
+from classifiers.base import Classifier, Prediction
+from classifiers.safety import SafetyRules
+from classifiers.text import classifier_input
+from worker.decision_log import DecisionLog, DecisionRecord
+from worker.delivery.base import Deliverer, Receipt
+from worker.delivery.message import render_dead_letter, render_triaged
+from worker.errors import DeliveryError, ParseError, TransientError, TriageError
+from worker.parsing import ParseLimits, parse_raw
+from worker.request import RawRequest, Request
+from worker.routing import RoutingConfig, RoutingDecision, route
+
+log = structlog.get_logger("worker.pipeline")
+
+
+class Status(StrEnum):
+    DELIVERED = "delivered"
+    REVIEW = "review"
+    DEAD_LETTER = "dead_letter"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one raw request."""
+
+    request_id: str
+    origin: str
+    status: Status
+    prediction: Prediction | None = None
+    decision: RoutingDecision | None = None
+    receipts: tuple[Receipt, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Classified:
+    request: Request
+    prediction: Prediction
+    decision: RoutingDecision
+
+
+class Pipeline:
+    """The triage steps over a classifier, rules, routing, deliverers and the decision log."""
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        safety: SafetyRules,
+        routing: RoutingConfig,
+        deliverers: Mapping[str, Deliverer],
+        decisions: DecisionLog,
+        *,
+        limits: ParseLimits | None = None,
+        delivery_attempts: int = 3,
+        retry_delay: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        missing = set(routing.destinations) - set(deliverers)
+        if missing:
+            raise ValueError(f"no deliverer for destinations {sorted(missing)}")
+        self.classifier = classifier
+        self.safety = safety
+        self.routing = routing
+        self.deliverers = deliverers
+        self.decisions = decisions
+        self.limits = limits or ParseLimits()
+        self.delivery_attempts = delivery_attempts
+        self.retry_delay = retry_delay
+        self._sleep = sleep
+
+    def parse(self, raw: RawRequest) -> Request:
+        request = parse_raw(raw, self.limits)
+        log.info(
+            "request.parsed",
+            request_id=request.id,
+            channel=request.channel.value,
+            attachments=len(request.attachments),
+            warnings=len(request.warnings),
+        )
+        return request
+
+    def classify(self, requests: Sequence[Request]) -> list[Classified]:
+        """Classify a batch in one model call, then apply the safety rules and route each."""
+        predictions = self.classifier.predict(requests)
+        classified = []
+        for request, prediction in zip(requests, predictions, strict=True):
+            prediction = self.safety.apply(prediction, classifier_input(request))
+            decision = route(prediction, self.routing)
+            log.info(
+                "request.classified",
+                request_id=request.id,
+                department=prediction.department.label,
+                urgency=prediction.urgency.label,
+                confidence=round(prediction.department.confidence, 3),
+                safety_rules=list(prediction.safety_rules),
+                destinations=list(decision.destinations),
+                needs_review=decision.needs_review,
+            )
+            classified.append(Classified(request, prediction, decision))
+        return classified
+
+    def deliver(self, raw: RawRequest, item: Classified) -> tuple[Receipt, ...]:
+        """Deliver to every destination and record the decision; raises `DeliveryError`."""
+        message = render_triaged(raw, item.request, item.prediction, item.decision)
+        receipts = []
+        for name in item.decision.destinations:
+            receipt = self.deliverers[name].deliver(item.request.id, message)
+            log.info(
+                "request.delivered",
+                request_id=item.request.id,
+                destination=name,
+                duplicate=receipt.duplicate,
+            )
+            receipts.append(receipt)
+        self.decisions.record(self._record(item, "delivered"))
+        return tuple(receipts)
+
+    def dead_letter(self, raw: RawRequest, request_id: str, error: Exception) -> Receipt:
+        """Put a request aside for an agent, with the reason; raises `DeliveryError` if it can't."""
+        # Our own errors never quote content; a foreign one's text might, so logs and the
+        # decision log get only its class, and the full text goes to the agent's copy alone.
+        reason = str(error) if isinstance(error, TriageError) else type(error).__name__
+        destination = self.routing.dead_letter_destination
+        detail = str(error) or type(error).__name__
+        message = render_dead_letter(raw, request_id, detail, type(error).__name__)
+        receipt = self.deliverers[destination].deliver(request_id, message)
+        log.warning(
+            "request.dead_lettered",
+            request_id=request_id,
+            destination=destination,
+            reason=reason,
+            error_class=type(error).__name__,
+        )
+        self.decisions.record(
+            DecisionRecord(
+                request_id=request_id,
+                time=datetime.now(UTC),
+                channel=raw.channel.value,
+                outcome="dead_letter",
+                destinations=(destination,),
+                error=reason,
+                error_class=type(error).__name__,
+            )
+        )
+        return receipt
+
+    def _record(self, item: Classified, outcome: str) -> DecisionRecord:
+        prediction, decision = item.prediction, item.decision
+        return DecisionRecord(
+            request_id=item.request.id,
+            time=datetime.now(UTC),
+            channel=item.request.channel.value,
+            outcome=outcome,
+            model_version=prediction.model_version,
+            department=prediction.department.label,
+            urgency=prediction.urgency.label,
+            model_urgency=prediction.model_urgency,
+            confidence={
+                "department": prediction.department.confidence,
+                "urgency": prediction.urgency.confidence,
+            },
+            probabilities={
+                "department": prediction.department.probabilities,
+                "urgency": prediction.urgency.probabilities,
+            },
+            safety_rules=prediction.safety_rules,
+            destinations=decision.destinations,
+            needs_review=decision.needs_review,
+            escalated=decision.escalated,
+            reasons=decision.reasons,
+        )
+
+    # The embedded default: everything in-process, transient failures retried in place.
+
+    def process(self, raws: Sequence[RawRequest]) -> list[Outcome]:
+        """Run a batch end to end; one outcome per input, in order."""
+        outcomes: dict[int, Outcome] = {}
+        parsed: list[tuple[int, RawRequest, Request]] = []
+        for index, raw in enumerate(raws):
+            try:
+                parsed.append((index, raw, self.parse(raw)))
+            except ParseError as exc:
+                outcomes[index] = self._give_up(raw, raw.fallback_id, exc)
+        if parsed:
+            try:
+                classified = self.classify([request for _, _, request in parsed])
+            except Exception as exc:  # a model failure must not lose the batch
+                log.error("batch.classification_failed", error_class=type(exc).__name__)
+                for index, raw, request in parsed:
+                    outcomes[index] = self._give_up(raw, request.id, exc)
+                classified = []
+            for (index, raw, _), item in zip(parsed, classified, strict=False):
+                outcomes[index] = self._deliver_with_retries(raw, item)
+        return [outcomes[index] for index in range(len(raws))]
+
+    def _deliver_with_retries(self, raw: RawRequest, item: Classified) -> Outcome:
+        error: DeliveryError | None = None
+        for attempt in range(1, self.delivery_attempts + 1):
+            try:
+                receipts = self.deliver(raw, item)
+            except DeliveryError as exc:
+                error = exc
+                log.warning(
+                    "request.delivery_failed",
+                    request_id=item.request.id,
+                    attempt=attempt,
+                    transient=exc.transient,
+                    error_class=type(exc).__name__,
+                )
+                if not isinstance(exc, TransientError):
+                    break
+                if attempt < self.delivery_attempts:
+                    self._sleep(self.retry_delay * 2 ** (attempt - 1))
+                continue
+            status = Status.REVIEW if item.decision.needs_review else Status.DELIVERED
+            return Outcome(
+                item.request.id, raw.origin, status, item.prediction, item.decision, receipts
+            )
+        assert error is not None
+        outcome = self._give_up(raw, item.request.id, error)
+        return Outcome(
+            outcome.request_id, raw.origin, outcome.status, item.prediction, item.decision,
+            outcome.receipts, outcome.error,
+        )  # fmt: skip
+
+    def _give_up(self, raw: RawRequest, request_id: str, error: Exception) -> Outcome:
+        try:
+            receipt = self.dead_letter(raw, request_id, error)
+        except DeliveryError as exc:
+            log.error(
+                "request.dead_letter_failed", request_id=request_id, error_class=type(exc).__name__
+            )
+            return Outcome(request_id, raw.origin, Status.FAILED, error=f"{error}; then {exc}")
+        reason = str(error) if isinstance(error, TriageError) else type(error).__name__
+        return Outcome(
+            request_id, raw.origin, Status.DEAD_LETTER, receipts=(receipt,), error=reason
+        )
