@@ -50,6 +50,10 @@ def _read_labels_file(labels_path: Path, taxonomy: Taxonomy) -> list[LabelledFil
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             problem = "expected {'file', 'department', 'urgency'}"
             raise ConfigError(str(labels_path), where, problem) from exc
+        if not all(isinstance(value, str) for value in (name, department, urgency)):
+            raise ConfigError(
+                str(labels_path), where, "file, department and urgency must be strings"
+            )
         if department not in taxonomy.departments:
             raise ConfigError(str(labels_path), where, f"unknown department {department!r}")
         if urgency not in taxonomy.urgencies:

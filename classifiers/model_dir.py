@@ -12,6 +12,7 @@ plus its own weight files, in safetensors or JSON only.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,13 @@ def read_json(path: Path) -> Any:
         raise ModelError(f"{path}: missing") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: unreadable ({exc})") from exc
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -65,9 +73,9 @@ def read_model_files(directory: Path, taxonomy: Taxonomy) -> ModelFiles:
     if not directory.is_dir():
         raise ModelError(f"{directory}: no model directory (train one with `triage train`)")
     refuse_pickles(directory)
-    metadata = read_json(directory / METADATA_FILE)
-    stored_labels = read_json(directory / LABELS_FILE)
-    calibration = read_json(directory / CALIBRATION_FILE)
+    metadata = read_json_object(directory / METADATA_FILE)
+    stored_labels = read_json_object(directory / LABELS_FILE)
+    calibration = read_json_object(directory / CALIBRATION_FILE)
     expected = {"department": taxonomy.department_keys, "urgency": taxonomy.urgency_keys}
     labels: dict[str, tuple[str, ...]] = {}
     for head, keys in expected.items():
@@ -84,8 +92,10 @@ def read_model_files(directory: Path, taxonomy: Taxonomy) -> ModelFiles:
         temperatures = {head: float(calibration[head]) for head in expected}
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{directory / CALIBRATION_FILE}: needs a temperature per head") from exc
-    if not all(t > 0 for t in temperatures.values()):
-        raise ModelError(f"{directory / CALIBRATION_FILE}: temperatures must be positive")
+    if not all(math.isfinite(t) and t > 0 for t in temperatures.values()):
+        raise ModelError(
+            f"{directory / CALIBRATION_FILE}: temperatures must be positive and finite"
+        )
     return ModelFiles(
         directory=directory,
         kind=str(metadata.get("kind", "")),

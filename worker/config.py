@@ -79,6 +79,21 @@ class Settings(BaseSettings):
         return self.decision_log or self.state_dir / "decisions.jsonl"
 
 
+class _FileSettings(Settings):
+    """The same fields validated from the settings file alone, so errors blame the right source."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
@@ -130,7 +145,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
     if config_file is not None:
         file_values = read_yaml(config_file)
         try:
-            Settings.model_validate(file_values)  # validates the file alone, without the env
+            _FileSettings(**file_values)
         except ValidationError as exc:
             key, problem = _first_error(exc)
             raise ConfigError(str(config_file), key, problem) from exc

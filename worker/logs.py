@@ -32,10 +32,23 @@ def redact_personal_data(
     return event
 
 
+class _CurrentStderr:
+    """Writes to whatever `sys.stderr` is at the time of the write (it may be replaced)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Configure structlog once for the process; `fmt` is 'auto', 'json' or 'console'."""
-    stream = stream or sys.stderr
-    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    output: TextIO | _CurrentStderr = stream or _CurrentStderr()
+    use_console = fmt == "console" or (fmt == "auto" and output.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
@@ -48,6 +61,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=output),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

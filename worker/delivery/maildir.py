@@ -3,22 +3,24 @@
 Writes follow the maildir convention (a file is written in `tmp/`, synced, then renamed into
 `new/`), so a reader never sees half a message. The file name carries a digest of the request id,
 so delivering a request twice to the same maildir is detected and leaves one copy, even after an
-agent's mail client moved it to `cur/` and added flags.
+agent's mail client moved it to `cur/` and added flags. The check and the write hold an exclusive
+`flock` on a dot-file of the maildir, so threads and processes sharing it cannot both deliver.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 
 from worker.delivery.base import Receipt
 from worker.errors import PermanentError, TransientError
 
+LOCK_FILE = ".triage-delivery.lock"
 _PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR})
 
 
@@ -32,7 +34,6 @@ class MaildirDeliverer:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
-        self._lock = threading.Lock()
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
 
     def _existing(self, token: str) -> Path | None:
@@ -48,9 +49,10 @@ class MaildirDeliverer:
         """Write `message` for `request_id` unless this maildir already holds it."""
         token = _token(request_id)
         try:
-            with self._lock:
-                for sub in ("tmp", "new", "cur"):
-                    (self.path / sub).mkdir(parents=True, exist_ok=True)
+            for sub in ("tmp", "new", "cur"):
+                (self.path / sub).mkdir(parents=True, exist_ok=True)
+            with (self.path / LOCK_FILE).open("a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
                 existing = self._existing(token)
                 if existing is not None:
                     return Receipt(self.name, str(existing), duplicate=True)

@@ -64,7 +64,11 @@ def _strip_triage_headers(header_block: bytes) -> bytes:
 def _with_headers(original: bytes, headers: list[tuple[str, str]]) -> bytes:
     newline = b"\r\n" if b"\r\n" in original[:4096] else b"\n"
     end = _HEADER_END.search(original)
-    head, body = (original[: end.start()], original[end.start() :]) if end else (original, b"")
+    if end is None:
+        head, body = original, b""
+    else:  # the head keeps the line break of its last field; the body starts at the blank line
+        cut = end.start() + (2 if original[end.start() : end.start() + 2] == b"\r\n" else 1)
+        head, body = original[:cut], original[cut:]
     added = b"".join(
         f"{name}: {value}".encode("ascii", "replace") + newline for name, value in headers
     )

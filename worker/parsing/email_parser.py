@@ -88,6 +88,16 @@ def _is_attachment(part: Message) -> bool:
     return part.get_content_type() not in _TEXT_TYPES or bool(part.get_filename())
 
 
+def _is_body_resource(part: Message) -> bool:
+    """An inline image the HTML body refers to by cid: (a logo), not an attachment."""
+    disposition = (part.get_content_disposition() or "").lower()
+    return (
+        "Content-ID" in part
+        and disposition != "attachment"
+        and part.get_content_maintype() not in {"text", "multipart", "message"}
+    )
+
+
 class _BodyWalker:
     """Collects readable text and attachment metadata from a MIME tree, within the limits."""
 
@@ -113,6 +123,8 @@ class _BodyWalker:
             return "\n\n".join(text for text in texts if text)
         if content_type == "message/rfc822":
             return self._attached_message(part)
+        if _is_body_resource(part):
+            return ""
         if _is_attachment(part):
             self._record_attachment(part)
             return ""
@@ -137,7 +149,7 @@ class _BodyWalker:
 
     def _collect_attachments_only(self, part: Message) -> None:
         for sub in part.walk():
-            if not sub.is_multipart() and _is_attachment(sub):
+            if not sub.is_multipart() and _is_attachment(sub) and not _is_body_resource(sub):
                 self.parts_seen += 1
                 self._record_attachment(sub)
 

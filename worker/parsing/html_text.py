@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-_BLOCK_TAGS = frozenset(
-    {
-        "p", "div", "br", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6",
-        "blockquote", "pre", "hr", "section", "article", "header", "footer", "address", "dd", "dt",
-    }
-)  # fmt: skip
+# Paragraph-like blocks are followed by a blank line; line-like blocks by a line break only
+# (webmail writes one <div> per line, so a blank line after each would double-space the text).
+_PARAGRAPH_TAGS = frozenset(
+    {"p", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "ul", "ol", "pre"}
+)
+_LINE_TAGS = frozenset(
+    {"div", "li", "tr", "dd", "dt", "section", "article", "header", "footer", "address", "hr"}
+)
 _INVISIBLE_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript", "xml"})
 _CELL_TAGS = frozenset({"td", "th"})
 _SPACES = re.compile(r"[ \t\f\v\u00a0\u200b]+")
@@ -30,52 +32,62 @@ class _TextCollector(HTMLParser):
         self._chunks: list[str] = []
         self._invisible_depth = 0
         self._quote_depth = 0
-        self._at_line_start = True
+        self._trailing_newlines = 1  # the start of the text counts as the start of a line
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _INVISIBLE_TAGS:
             self._invisible_depth += 1
-        elif tag == "blockquote":
-            self._newline()
-            self._quote_depth += 1
-        elif tag in _BLOCK_TAGS:
-            self._newline()
-            if tag == "li":
-                self._write("- ")
+            return
+        if tag == "br":
+            self._append_newline()
+        elif tag in _PARAGRAPH_TAGS or tag in _LINE_TAGS:
+            self._ensure_newlines(1)
         elif tag in _CELL_TAGS:
             self._write(" ")
+        if tag == "blockquote":
+            self._quote_depth += 1
+        elif tag == "li":
+            self._write("- ")
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _BLOCK_TAGS:
-            self._newline()
+        if tag == "br":
+            self._append_newline()
+        elif tag in _PARAGRAPH_TAGS or tag in _LINE_TAGS:
+            self._ensure_newlines(1)
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _INVISIBLE_TAGS:
             self._invisible_depth = max(0, self._invisible_depth - 1)
-        elif tag == "blockquote":
+            return
+        if tag == "blockquote":
             self._quote_depth = max(0, self._quote_depth - 1)
-            self._newline()
-        elif tag in _BLOCK_TAGS:
-            self._newline()
+        if tag in _PARAGRAPH_TAGS:
+            self._ensure_newlines(2)
+        elif tag in _LINE_TAGS:
+            self._ensure_newlines(1)
 
     def handle_data(self, data: str) -> None:
         if self._invisible_depth:
             return
         text = _SPACES.sub(" ", data.replace("\r", " ").replace("\n", " "))
-        if self._at_line_start:
+        if self._trailing_newlines:
             text = text.lstrip()
         if text:
             self._write(text)
 
     def _write(self, text: str) -> None:
-        if self._at_line_start and self._quote_depth:
+        if self._trailing_newlines and self._quote_depth:
             self._chunks.append("> " * self._quote_depth)
         self._chunks.append(text)
-        self._at_line_start = False
+        self._trailing_newlines = 0
 
-    def _newline(self) -> None:
+    def _append_newline(self) -> None:
         self._chunks.append("\n")
-        self._at_line_start = True
+        self._trailing_newlines += 1
+
+    def _ensure_newlines(self, count: int) -> None:
+        while self._trailing_newlines < count:
+            self._append_newline()
 
     def text(self) -> str:
         lines = (line.rstrip() for line in "".join(self._chunks).split("\n"))

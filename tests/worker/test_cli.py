@@ -1,0 +1,160 @@
+"""Tests of worker/cli.py: the `triage` commands and the `classify` JSON contract."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA_DIR, FIXTURES
+from worker import exit_codes
+from worker.cli import main
+
+CONTRACT_KEYS = {
+    "path",
+    "request_id",
+    "department",
+    "urgency",
+    "confidence",
+    "needs_review",
+    "destination",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every command writes under a temporary state directory, never into the repository."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("TRIAGE_STATE_DIR", str(state))
+    return state
+
+
+def _lines(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+class TestClassify:
+    """`triage classify` prints a JSON object per input; its exit code says if any failed."""
+
+    def test_contract(
+        self, baseline_model_dir: Path, taxonomy: object, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each line has exactly the contract's keys with the contract's types."""
+        files = [DATA_DIR / "samples" / "01_arbre_tombe_route_chambray.eml"]
+        files.append(DATA_DIR / "samples" / "06_formulaire_bac_tri_vole.json")
+        code = main(["classify", "--model", str(baseline_model_dir), *map(str, files)])
+        lines = _lines(capsys.readouterr().out)
+        assert code == exit_codes.OK
+        assert [line["path"] for line in lines] == [str(path) for path in files]
+        for line in lines:
+            assert set(line) == CONTRACT_KEYS
+            assert isinstance(line["request_id"], str)
+            assert line["department"] in taxonomy.departments  # type: ignore[attr-defined]
+            assert line["urgency"] in ("critique", "haute", "normale", "basse")
+            confidence = line["confidence"]
+            assert isinstance(confidence, dict) and set(confidence) == {"department", "urgency"}
+            assert all(0.0 <= value <= 1.0 for value in confidence.values())
+            assert isinstance(line["needs_review"], bool)
+            assert isinstance(line["destination"], str)
+
+    def test_fallen_tree_is_critique(
+        self, baseline_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The fallen-tree sample comes out critique (model or safety rule) and voirie."""
+        path = DATA_DIR / "samples" / "01_arbre_tombe_route_chambray.eml"
+        main(["classify", "--model", str(baseline_model_dir), str(path)])
+        [line] = _lines(capsys.readouterr().out)
+        assert (line["department"], line["urgency"]) == ("voirie", "critique")
+
+    def test_folder_walked_and_errors_reported(
+        self, baseline_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A folder is walked recursively, labels.jsonl ignored, a bad file reported, exit 1."""
+        folder = tmp_path / "in"
+        (folder / "sub").mkdir(parents=True)
+        shutil.copy(DATA_DIR / "samples" / "04_remerciements_accueil.eml", folder / "a.eml")
+        shutil.copy(FIXTURES / "forms" / "valid_full.json", folder / "sub" / "b.json")
+        shutil.copy(FIXTURES / "forms" / "missing_message.json", folder / "sub" / "c.json")
+        (folder / "labels.jsonl").write_text('{"file": "a.eml"}\n', encoding="utf-8")
+        code = main(["classify", "--model", str(baseline_model_dir), str(folder)])
+        lines = _lines(capsys.readouterr().out)
+        assert code == exit_codes.SOME_INPUTS_FAILED
+        assert [Path(str(line["path"])).name for line in lines] == ["a.eml", "b.json", "c.json"]
+        assert set(lines[2]) == {"path", "error"}
+        assert "message" in str(lines[2]["error"])
+        assert all(set(line) == CONTRACT_KEYS for line in lines[:2])
+
+    def test_missing_file_reported(
+        self, baseline_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A path that does not exist gives an error line, not a crash."""
+        code = main(["classify", "--model", str(baseline_model_dir), str(tmp_path / "absent.eml")])
+        [line] = _lines(capsys.readouterr().out)
+        assert code == exit_codes.SOME_INPUTS_FAILED
+        assert set(line) == {"path", "error"}
+
+    def test_missing_model_exit_code(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No model directory: exit code MODEL_ERROR with a message saying how to get one."""
+        path = DATA_DIR / "samples" / "04_remerciements_accueil.eml"
+        code = main(["classify", "--model", str(tmp_path / "nope"), str(path)])
+        assert code == exit_codes.MODEL_ERROR
+        assert "triage train" in capsys.readouterr().err
+
+
+class TestDemo:
+    """`triage demo` runs the samples end to end and prints a table."""
+
+    def test_demo_table_and_deliveries(
+        self,
+        baseline_model_dir: Path,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """Every sample appears in the table and lands in a maildir; a rerun adds no copy."""
+        monkeypatch.setenv("TRIAGE_MODEL_DIR", str(baseline_model_dir))
+        out = tmp_path / "demo"
+        assert main(["demo", "--out", str(out)]) == exit_codes.OK
+        table = capsys.readouterr().out
+        samples = sorted((DATA_DIR / "samples").iterdir())
+        for sample in samples:
+            assert sample.name in table
+        for column in ("department", "urgency", "confidence", "destination"):
+            assert column in table
+        delivered = sorted(out.glob("maildir/*/new/*"))
+        assert len({path.name.split(".")[1] for path in delivered}) == len(samples)
+        assert main(["demo", "--out", str(out)]) == exit_codes.OK
+        assert sorted(out.glob("maildir/*/new/*")) == delivered
+
+
+class TestTrainEvaluate:
+    """`triage train` writes a model directory that `triage evaluate` scores."""
+
+    def test_train_then_evaluate(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Training on labelled folders writes the model files; evaluation prints macro-F1."""
+        out = tmp_path / "model"
+        folders = [str(DATA_DIR / "validation" / name) for name in ("voirie", "social", "finances")]
+        assert main(["train", "--data", *folders, "--out", str(out)]) == exit_codes.OK
+        for name in ("labels.json", "calibration.json", "metadata.json", "MODEL_CARD.md"):
+            assert (out / name).is_file(), name
+        capsys.readouterr()
+        report = tmp_path / "scores.json"
+        code = main(["evaluate", "--model", str(out), "--json", str(report), *folders])
+        printed = capsys.readouterr().out
+        assert code == exit_codes.OK
+        assert "department: accuracy" in printed and "macro-F1" in printed
+        assert "critique recall" in printed
+        assert json.loads(report.read_text(encoding="utf-8"))["examples"] == 36
+
+    def test_bad_hyperparameter_named(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad hyper-parameter stops with a configuration error naming it."""
+        folder = str(DATA_DIR / "validation" / "voirie")
+        args = ["train", "--data", folder, "--out", str(tmp_path / "m"), "--regularisation", "0"]
+        assert main(args) == exit_codes.CONFIG_ERROR
+        assert "--regularisation" in capsys.readouterr().err
