@@ -6,9 +6,10 @@ from pathlib import Path
 
 from classifiers.dataset import request_files
 from worker import exit_codes
+from worker.errors import ParseError
 from worker.parsing import read_raw
 from worker.pipeline import Outcome, Status
-from worker.request import Channel, RawRequest
+from worker.request import RawRequest
 from worker.runtime import Configuration, build_pipeline
 
 _HEADERS = ("request", "department", "urgency", "confidence", "destination", "status")
@@ -48,12 +49,13 @@ def run_demo(configuration: Configuration, samples: Path) -> int:
     """Process every sample in one batch with the embedded pipeline and print the results."""
     pipeline = build_pipeline(configuration)
     raws: list[RawRequest] = []
+    unreadable: list[Outcome] = []
     for path in request_files([samples]):
         try:
             raws.append(read_raw(path, configuration.settings.limits))
-        except Exception:  # unreadable file: still shown, as a dead letter with its reason
-            raws.append(RawRequest(payload=b"", channel=Channel.EMAIL, origin=str(path)))
-    outcomes = pipeline.process(raws)
+        except ParseError as exc:  # not even bytes to dead-letter: the file stays where it is
+            unreadable.append(Outcome("-", str(path), Status.FAILED, error=str(exc)))
+    outcomes = pipeline.process(raws) + unreadable
     print(format_table([_row(outcome) for outcome in outcomes]))
     settings = configuration.settings
     counts = {status: sum(o.status is status for o in outcomes) for status in Status}

@@ -21,7 +21,7 @@ from classifiers.base import Classifier, Prediction
 from classifiers.safety import SafetyRules
 from classifiers.text import classifier_input
 from worker.decision_log import DecisionLog, DecisionRecord
-from worker.delivery.base import Deliverer, Receipt
+from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.message import render_dead_letter, render_triaged
 from worker.errors import DeliveryError, ParseError, TransientError, TriageError
 from worker.parsing import ParseLimits, parse_raw
@@ -120,10 +120,17 @@ class Pipeline:
 
     def deliver(self, raw: RawRequest, item: Classified) -> tuple[Receipt, ...]:
         """Deliver to every destination and record the decision; raises `DeliveryError`."""
-        message = render_triaged(raw, item.request, item.prediction, item.decision)
+        delivery = Delivery(
+            request_id=item.request.id,
+            message=render_triaged(raw, item.request, item.prediction, item.decision),
+            raw=raw,
+            request=item.request,
+            prediction=item.prediction,
+            decision=item.decision,
+        )
         receipts = []
         for name in item.decision.destinations:
-            receipt = self.deliverers[name].deliver(item.request.id, message)
+            receipt = self.deliverers[name].deliver(delivery)
             log.info(
                 "request.delivered",
                 request_id=item.request.id,
@@ -142,7 +149,7 @@ class Pipeline:
         destination = self.routing.dead_letter_destination
         detail = str(error) or type(error).__name__
         message = render_dead_letter(raw, request_id, detail, type(error).__name__)
-        receipt = self.deliverers[destination].deliver(request_id, message)
+        receipt = self.deliverers[destination].deliver(Delivery(request_id, message, raw=raw))
         log.warning(
             "request.dead_lettered",
             request_id=request_id,
@@ -207,9 +214,9 @@ class Pipeline:
                 log.error("batch.classification_failed", error_class=type(exc).__name__)
                 for index, raw, request in parsed:
                     outcomes[index] = self._give_up(raw, request.id, exc)
-                classified = []
-            for (index, raw, _), item in zip(parsed, classified, strict=False):
-                outcomes[index] = self._deliver_with_retries(raw, item)
+            else:
+                for (index, raw, _), item in zip(parsed, classified, strict=True):
+                    outcomes[index] = self._deliver_with_retries(raw, item)
         return [outcomes[index] for index in range(len(raws))]
 
     def _deliver_with_retries(self, raw: RawRequest, item: Classified) -> Outcome:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from worker.delivery.base import Deliverer, Receipt
+from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.maildir import MaildirDeliverer
 from worker.routing import RoutingConfig
 
-__all__ = ["Deliverer", "MaildirDeliverer", "Receipt", "build_deliverers"]
+__all__ = ["Deliverer", "Delivery", "MaildirDeliverer", "Receipt", "build_deliverers"]
 
 
 def build_deliverers(config: RoutingConfig, maildir_root: Path) -> dict[str, Deliverer]:

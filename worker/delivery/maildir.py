@@ -17,7 +17,7 @@ import socket
 import time
 from pathlib import Path
 
-from worker.delivery.base import Receipt
+from worker.delivery.base import Delivery, Receipt
 from worker.errors import PermanentError, TransientError
 
 LOCK_FILE = ".triage-delivery.lock"
@@ -45,9 +45,9 @@ class MaildirDeliverer:
                         return Path(entry.path)
         return None
 
-    def deliver(self, request_id: str, message: bytes) -> Receipt:
-        """Write `message` for `request_id` unless this maildir already holds it."""
-        token = _token(request_id)
+    def deliver(self, delivery: Delivery) -> Receipt:
+        """Write the message unless this maildir already holds the request."""
+        token = _token(delivery.request_id)
         try:
             for sub in ("tmp", "new", "cur"):
                 (self.path / sub).mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ class MaildirDeliverer:
                 name = f"{time.time_ns() // 1000}.{token}.{self._host}"
                 temporary = self.path / "tmp" / name
                 with temporary.open("xb") as handle:
-                    handle.write(message)
+                    handle.write(delivery.message)
                     handle.flush()
                     os.fsync(handle.fileno())
                 final = self.path / "new" / name

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.delivery import MaildirDeliverer, build_deliverers
+from worker.delivery import Delivery, MaildirDeliverer, build_deliverers
 from worker.errors import DeliveryError, PermanentError
 from worker.routing import RoutingConfig
 
@@ -24,13 +24,13 @@ class TestMaildirDeliverer:
     def test_creates_the_maildir_folders(self, tmp_path: Path) -> None:
         """The first delivery creates `tmp`, `new` and `cur` under the maildir path."""
         maildir = tmp_path / "a" / "voirie"
-        MaildirDeliverer("voirie", maildir).deliver("em-1", MESSAGE)
+        MaildirDeliverer("voirie", maildir).deliver(Delivery("em-1", MESSAGE))
         assert all((maildir / sub).is_dir() for sub in ("tmp", "new", "cur"))
 
     def test_message_lands_in_new_with_identical_bytes(self, tmp_path: Path) -> None:
         """The message is one file in `new/` holding exactly the given bytes; `tmp/` is empty."""
         maildir = tmp_path / "voirie"
-        receipt = MaildirDeliverer("voirie", maildir).deliver("em-1", MESSAGE)
+        receipt = MaildirDeliverer("voirie", maildir).deliver(Delivery("em-1", MESSAGE))
         delivered = _files(maildir / "new")
         assert len(delivered) == 1
         assert delivered[0].read_bytes() == MESSAGE
@@ -44,8 +44,8 @@ class TestMaildirDeliverer:
         """Delivering the same request id again writes nothing and says it was a duplicate."""
         maildir = tmp_path / "voirie"
         deliverer = MaildirDeliverer("voirie", maildir)
-        first = deliverer.deliver("em-1", MESSAGE)
-        second = deliverer.deliver("em-1", b"another rendering of the same request")
+        first = deliverer.deliver(Delivery("em-1", MESSAGE))
+        second = deliverer.deliver(Delivery("em-1", b"another rendering of the same request"))
         assert len(_files(maildir / "new")) == 1
         assert second.duplicate is True
         assert second.location == first.location
@@ -54,8 +54,8 @@ class TestMaildirDeliverer:
     def test_duplicate_detected_by_a_new_deliverer(self, tmp_path: Path) -> None:
         """A second deliverer on the same maildir (a restarted worker) sees the earlier copy."""
         maildir = tmp_path / "voirie"
-        MaildirDeliverer("voirie", maildir).deliver("em-1", MESSAGE)
-        receipt = MaildirDeliverer("voirie", maildir).deliver("em-1", MESSAGE)
+        MaildirDeliverer("voirie", maildir).deliver(Delivery("em-1", MESSAGE))
+        receipt = MaildirDeliverer("voirie", maildir).deliver(Delivery("em-1", MESSAGE))
         assert receipt.duplicate is True
         assert len(_files(maildir / "new")) == 1
 
@@ -63,10 +63,10 @@ class TestMaildirDeliverer:
         """A copy moved to `cur/` with `:2,S` flags by a mail client still counts as delivered."""
         maildir = tmp_path / "voirie"
         deliverer = MaildirDeliverer("voirie", maildir)
-        first = Path(deliverer.deliver("em-1", MESSAGE).location)
+        first = Path(deliverer.deliver(Delivery("em-1", MESSAGE)).location)
         seen = maildir / "cur" / f"{first.name}:2,S"
         first.rename(seen)
-        receipt = deliverer.deliver("em-1", MESSAGE)
+        receipt = deliverer.deliver(Delivery("em-1", MESSAGE))
         assert receipt.duplicate is True
         assert Path(receipt.location) == seen
         assert _files(maildir / "new") == []
@@ -76,8 +76,8 @@ class TestMaildirDeliverer:
         """Two request ids give two files, each with its own content."""
         maildir = tmp_path / "voirie"
         deliverer = MaildirDeliverer("voirie", maildir)
-        one = deliverer.deliver("em-1", b"one")
-        two = deliverer.deliver("em-2", b"two")
+        one = deliverer.deliver(Delivery("em-1", b"one"))
+        two = deliverer.deliver(Delivery("em-2", b"two"))
         assert one.location != two.location
         assert two.duplicate is False
         assert sorted(path.read_bytes() for path in _files(maildir / "new")) == [b"one", b"two"]
@@ -87,7 +87,7 @@ class TestMaildirDeliverer:
         maildir = tmp_path / "voirie"
         maildir.write_bytes(b"not a folder")
         with pytest.raises(DeliveryError) as caught:
-            MaildirDeliverer("voirie", maildir).deliver("em-1", MESSAGE)
+            MaildirDeliverer("voirie", maildir).deliver(Delivery("em-1", MESSAGE))
         assert isinstance(caught.value, PermanentError)
         assert caught.value.transient is False
         assert "voirie" in str(caught.value)
@@ -104,7 +104,7 @@ class TestMaildirDeliverer:
         def deliver() -> None:
             start.wait()
             try:
-                duplicates.append(deliverer.deliver("em-1", MESSAGE).duplicate)
+                duplicates.append(deliverer.deliver(Delivery("em-1", MESSAGE)).duplicate)
             except BaseException as exc:  # collected so the main thread sees it
                 errors.append(exc)
 
@@ -150,5 +150,5 @@ class TestBuildDeliverers:
         self, routing_config: RoutingConfig, tmp_path: Path
     ) -> None:
         """A delivery through a built deliverer lands in `<root>/<path>/new`."""
-        build_deliverers(routing_config, tmp_path)["revue"].deliver("em-1", MESSAGE)
+        build_deliverers(routing_config, tmp_path)["revue"].deliver(Delivery("em-1", MESSAGE))
         assert [path.read_bytes() for path in _files(tmp_path / "revue" / "new")] == [MESSAGE]
