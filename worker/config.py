@@ -25,6 +25,40 @@ ENV_PREFIX = "TRIAGE_"
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+class BrokerSettings(BaseModel):
+    """RabbitMQ connection and topology. Put credentials in TRIAGE_BROKER__URL, not in a file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(default="amqp://guest:guest@127.0.0.1:5672/%2F", repr=False)
+    prefix: str = Field(default="triage", pattern=r"^[A-Za-z0-9_.-]+$")
+    heartbeat: int = Field(default=60, ge=0, description="Seconds; 0 disables heartbeats.")
+    connect_timeout: float = Field(default=10.0, gt=0)
+    publish_timeout: float = Field(default=30.0, gt=0, description="Wait for a publisher confirm.")
+    reconnect_max_delay: float = Field(default=30.0, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    """How `triage worker` consumes: micro-batches, delivery threads, retries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_wait_ms: int = Field(default=50, ge=0, description="Wait at most this for a full batch.")
+    prefetch: int | None = Field(default=None, gt=0, description="Default: the batch size.")
+    workers: int = Field(default=2, gt=0, le=64, description="Delivery threads.")
+    retry_delays: tuple[float, ...] = Field(
+        default=(10.0, 60.0, 600.0, 3600.0), min_length=1, description="Seconds, per attempt."
+    )
+    idempotency_db: Path | None = Field(default=None, description="Default: <state_dir>/...")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=9108, ge=0, le=65535, description="None: off.")
+
+    @property
+    def max_attempts(self) -> int:
+        """Deliveries tried in all: the first and one per retry delay."""
+        return len(self.retry_delays) + 1
+
+
 class Settings(BaseSettings):
     """Process-wide settings of the worker and the command line."""
 
@@ -45,6 +79,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     batch_size: int = Field(default=32, gt=0, le=1024)
     limits: ParseLimits = Field(default_factory=ParseLimits)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -78,6 +114,10 @@ class Settings(BaseSettings):
     def decision_log_path(self) -> Path:
         return self.decision_log or self.state_dir / "decisions.jsonl"
 
+    @property
+    def idempotency_path(self) -> Path:
+        return self.worker.idempotency_db or self.state_dir / "deliveries.sqlite"
+
 
 class _FileSettings(Settings):
     """The same fields validated from the settings file alone, so errors blame the right source."""
@@ -94,16 +134,28 @@ class _FileSettings(Settings):
         return (init_settings,)
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+def _location(loc: tuple[int | str, ...], document: Any = None) -> str:
+    """The error's path as the user wrote it: union tags that pydantic inserts are skipped."""
+    parts: list[str] = []
+    node = document
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif document is not None and not last:
+            continue  # not in the input: a discriminator tag or a model name
+        parts.append(str(part))
+    return ".".join(parts) or "(top level)"
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
+def _first_error(exc: ValidationError, document: Any = None) -> tuple[str, str]:
     error = exc.errors()[0]
     problem = error["msg"]
     if error["type"] not in {"missing", "extra_forbidden"} and "input" in error:
         problem = f"{problem} (got {error['input']!r})"
-    return _location(error["loc"]), problem
+    return _location(error["loc"], document), problem
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -135,7 +187,7 @@ def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        key, problem = _first_error(exc)
+        key, problem = _first_error(exc, document)
         raise ConfigError(str(path), key, problem) from exc
 
 
@@ -147,7 +199,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         try:
             _FileSettings(**file_values)
         except ValidationError as exc:
-            key, problem = _first_error(exc)
+            key, problem = _first_error(exc, file_values)
             raise ConfigError(str(config_file), key, problem) from exc
     try:
         return Settings(**file_values)

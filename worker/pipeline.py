@@ -24,6 +24,7 @@ from worker.decision_log import DecisionLog, DecisionRecord
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.message import render_dead_letter, render_triaged
 from worker.errors import DeliveryError, ParseError, TransientError, TriageError
+from worker.idempotency import DeliveryStore
 from worker.parsing import ParseLimits, parse_raw
 from worker.request import RawRequest, Request
 from worker.routing import RoutingConfig, RoutingDecision, route
@@ -73,6 +74,7 @@ class Pipeline:
         delivery_attempts: int = 3,
         retry_delay: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
+        store: DeliveryStore | None = None,
     ) -> None:
         missing = set(routing.destinations) - set(deliverers)
         if missing:
@@ -86,6 +88,7 @@ class Pipeline:
         self.delivery_attempts = delivery_attempts
         self.retry_delay = retry_delay
         self._sleep = sleep
+        self.store = store
 
     def parse(self, raw: RawRequest) -> Request:
         request = parse_raw(raw, self.limits)
@@ -130,7 +133,13 @@ class Pipeline:
         )
         receipts = []
         for name in item.decision.destinations:
+            done = self.store.delivered(item.request.id, name) if self.store else None
+            if done is not None:
+                receipts.append(Receipt(name, done, duplicate=True))
+                continue
             receipt = self.deliverers[name].deliver(delivery)
+            if self.store is not None:
+                self.store.record(item.request.id, name, receipt.location)
             log.info(
                 "request.delivered",
                 request_id=item.request.id,
@@ -150,12 +159,19 @@ class Pipeline:
         detail = str(error) or type(error).__name__
         message = render_dead_letter(raw, request_id, detail, type(error).__name__)
         receipt = self.deliverers[destination].deliver(Delivery(request_id, message, raw=raw))
+        self.record_dead_letter(raw, request_id, reason, type(error).__name__, destination)
+        return receipt
+
+    def record_dead_letter(
+        self, raw: RawRequest, request_id: str, reason: str, error_class: str, destination: str
+    ) -> None:
+        """Log and record a request set aside; `reason` must hold no content."""
         log.warning(
             "request.dead_lettered",
             request_id=request_id,
             destination=destination,
             reason=reason,
-            error_class=type(error).__name__,
+            error_class=error_class,
         )
         self.decisions.record(
             DecisionRecord(
@@ -165,10 +181,9 @@ class Pipeline:
                 outcome="dead_letter",
                 destinations=(destination,),
                 error=reason,
-                error_class=type(error).__name__,
+                error_class=error_class,
             )
         )
-        return receipt
 
     def _record(self, item: Classified, outcome: str) -> DecisionRecord:
         prediction, decision = item.prediction, item.decision

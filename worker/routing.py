@@ -25,8 +25,15 @@ class MaildirDestination(StrictModel):
     path: Path
 
 
-# Later delivery kinds (SMTP, IMAP folder, queue) join this as a union discriminated by `type`.
-Destination = MaildirDestination
+class QueueDestination(StrictModel):
+    """The per-service exchange `<prefix>.service.<department>` (needs `triage worker`)."""
+
+    type: Literal["queue"]
+    department: str = Field(pattern=r"^[a-z_]+$")
+
+
+# Later delivery kinds (SMTP, IMAP folder) join this union, discriminated by `type`.
+Destination = Annotated[MaildirDestination | QueueDestination, Field(discriminator="type")]
 
 
 class DepartmentRoute(StrictModel):
@@ -70,6 +77,11 @@ class RoutingConfig(StrictModel):
         for key in self.departments:
             if key not in taxonomy.departments:
                 raise ConfigError(source, f"departments.{key}", "not a department of the taxonomy")
+        for name, destination in self.destinations.items():
+            department = getattr(destination, "department", None)
+            if department is not None and department not in taxonomy.departments:
+                key = f"destinations.{name}.department"
+                raise ConfigError(source, key, "not a department of the taxonomy")
         for urgency in self.escalate_urgencies:
             if urgency not in taxonomy.urgencies:
                 raise ConfigError(source, "escalate_urgencies", f"unknown urgency {urgency!r}")
@@ -126,6 +138,13 @@ def route(prediction: Prediction, config: RoutingConfig) -> RoutingDecision:
         escalated=escalated,
         threshold=threshold,
         reasons=tuple(reasons),
+    )
+
+
+def queue_departments(config: RoutingConfig) -> list[str]:
+    """Departments that have a per-service queue destination (their exchanges are declared)."""
+    return sorted(
+        {d.department for d in config.destinations.values() if isinstance(d, QueueDestination)}
     )
 
 

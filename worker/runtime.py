@@ -7,9 +7,11 @@ from pathlib import Path
 
 from classifiers import Classifier, Taxonomy, load_classifier, load_taxonomy
 from classifiers.safety import SafetyRules, load_safety_rules
+from worker.broker import Broker, Topology
 from worker.config import Settings
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
+from worker.idempotency import DeliveryStore
 from worker.pipeline import Pipeline
 from worker.routing import RoutingConfig, load_routing
 
@@ -22,6 +24,10 @@ class Configuration:
     taxonomy: Taxonomy
     safety: SafetyRules
     routing: RoutingConfig
+
+
+def topology_of(settings: Settings) -> Topology:
+    return Topology(settings.broker.prefix, settings.worker.retry_delays)
 
 
 def load_configuration(settings: Settings) -> Configuration:
@@ -41,6 +47,9 @@ def build_pipeline(
     model_dir: Path | None = None,
     maildir_root: Path | None = None,
     classifier: Classifier | None = None,
+    broker: Broker | None = None,
+    topology: Topology | None = None,
+    store: DeliveryStore | None = None,
 ) -> Pipeline:
     """The embedded pipeline for `configuration`, loading the model unless one is given."""
     settings = configuration.settings
@@ -50,7 +59,10 @@ def build_pipeline(
         classifier,
         configuration.safety,
         configuration.routing,
-        build_deliverers(configuration.routing, maildir_root or settings.maildir_path),
+        build_deliverers(
+            configuration.routing, maildir_root or settings.maildir_path, broker, topology
+        ),
         DecisionLog(settings.decision_log_path),
         limits=settings.limits,
+        store=store,
     )

@@ -4,19 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from worker.broker import Broker, Topology
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.maildir import MaildirDeliverer
-from worker.routing import RoutingConfig
+from worker.delivery.queue import QueueDeliverer, UnavailableDeliverer
+from worker.routing import MaildirDestination, RoutingConfig
 
 __all__ = ["Deliverer", "Delivery", "MaildirDeliverer", "Receipt", "build_deliverers"]
 
 
-def build_deliverers(config: RoutingConfig, maildir_root: Path) -> dict[str, Deliverer]:
-    """One deliverer per declared destination."""
+def build_deliverers(
+    config: RoutingConfig,
+    maildir_root: Path,
+    broker: Broker | None = None,
+    topology: Topology | None = None,
+) -> dict[str, Deliverer]:
+    """One deliverer per declared destination; queue destinations need a broker."""
     deliverers: dict[str, Deliverer] = {}
     for name, destination in config.destinations.items():
-        path = (
-            destination.path if destination.path.is_absolute() else maildir_root / destination.path
-        )
-        deliverers[name] = MaildirDeliverer(name, path)
+        if isinstance(destination, MaildirDestination):
+            path = destination.path
+            deliverers[name] = MaildirDeliverer(
+                name, path if path.is_absolute() else maildir_root / path
+            )
+        elif broker is not None and topology is not None:
+            deliverers[name] = QueueDeliverer(name, destination.department, broker, topology)
+        else:
+            why = "queue destinations are delivered by `triage worker` (RabbitMQ)"
+            deliverers[name] = UnavailableDeliverer(name, why)
     return deliverers
