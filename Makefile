@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 MODEL := models/default
 
-.PHONY: install demo test lint format model clean
+.PHONY: install demo test lint format model clean system-deps
 
 install: $(STAMP)
 
@@ -31,7 +31,12 @@ lint: install
 	$(BIN)/ruff format --check worker classifiers tests
 	$(BIN)/mypy
 
-test: install lint
+# Debian packages the integration tests run for real (installed only when missing; needs root).
+system-deps:
+	@command -v rabbitmq-server >/dev/null 2>&1 || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; }
+
+test: install lint system-deps
 	$(BIN)/pytest
 
 format: install

@@ -191,6 +191,10 @@ class StubBroker:
         priority: int | None = None,
         message_id: str | None = None,
     ) -> None:
+        for key, value in (headers or {}).items():
+            if not isinstance(value, str | bytes | int | bool | type(None)):
+                # AMQP field tables (as pika encodes them) have no float: catch it in unit tests.
+                raise TypeError(f"header {key!r}: {type(value).__name__} is not an AMQP field")
         with self._lock:
             if self.fail_publishes:
                 self.fail_publishes -= 1

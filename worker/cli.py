@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker import exit_codes
+from worker.broker import BrokerError
 from worker.config import PROJECT_ROOT, Settings, load_settings
 from worker.errors import ConfigError, ModelError, ParseError
 from worker.logs import configure_logging
@@ -47,7 +48,52 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", type=Path, help="model directory (default: settings)")
     evaluate.add_argument("--json", type=Path, help="also write the scores as JSON here")
     evaluate.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    worker = commands.add_parser("worker", help="consume RabbitMQ: classify, route, deliver")
+    worker.add_argument("--workers", type=int, help="delivery threads (default: settings)")
+
+    submit = commands.add_parser("submit", help="publish request files to the intake queue")
+    submit.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+
+    commands.add_parser("status", help="queue depths and recent outcomes")
+
+    dlq = commands.add_parser("dlq", help="inspect, replay or purge dead-lettered requests")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_commands.add_parser("list", help="reason, attempts and request id of each")
+    replay = dlq_commands.add_parser("replay", help="publish them back to the intake queue")
+    replay.add_argument("--request-id", action="append", default=[], dest="request_ids")
+    purge = dlq_commands.add_parser("purge", help="delete them for good")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     return parser
+
+
+def _worker(configuration: Configuration, args: argparse.Namespace) -> int:
+    from worker.daemon import run_worker
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError("command line", "--workers", "must be at least 1")
+    return run_worker(configuration, workers=args.workers)
+
+
+def _submit(configuration: Configuration, args: argparse.Namespace) -> int:
+    from worker.operations import submit
+
+    return submit(configuration, args.paths)
+
+
+def _status(configuration: Configuration, args: argparse.Namespace) -> int:
+    from worker.operations import status
+
+    return status(configuration)
+
+
+def _dlq(configuration: Configuration, args: argparse.Namespace) -> int:
+    from worker import operations
+
+    if args.dlq_command == "list":
+        return operations.dlq_list(configuration)
+    if args.dlq_command == "replay":
+        return operations.dlq_replay(configuration, args.request_ids)
+    return operations.dlq_purge(configuration, args.yes)
 
 
 def _classify(configuration: Configuration, args: argparse.Namespace) -> int:
@@ -135,7 +181,16 @@ def _demo(configuration: Configuration, args: argparse.Namespace) -> int:
     return run_demo(dataclasses.replace(configuration, settings=settings), args.samples)
 
 
-_COMMANDS = {"classify": _classify, "train": _train, "evaluate": _evaluate, "demo": _demo}
+_COMMANDS = {
+    "classify": _classify,
+    "train": _train,
+    "evaluate": _evaluate,
+    "demo": _demo,
+    "worker": _worker,
+    "submit": _submit,
+    "status": _status,
+    "dlq": _dlq,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as exc:
         print(f"triage: model error: {exc}", file=sys.stderr)
         return exit_codes.MODEL_ERROR
+    except BrokerError as exc:
+        print(f"triage: broker error: {exc}", file=sys.stderr)
+        return exit_codes.CANNOT_CONNECT
     except KeyboardInterrupt:
         return exit_codes.INTERRUPTED
 

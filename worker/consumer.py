@@ -33,7 +33,6 @@ from worker.broker import (
     HEADER_STAGE,
     URGENCY_PRIORITY,
     Broker,
-    BrokerError,
     Message,
     Topology,
     decode_classification,
@@ -139,8 +138,13 @@ class TriageWorker:
     def _classify_loop(self) -> None:
         while not self._stopping.is_set():
             batch = self._next_batch()
-            if batch:
-                self.classify_batch(batch)
+            try:
+                if batch:
+                    self.classify_batch(batch)
+            except (
+                Exception
+            ) as exc:  # the thread must outlive any one batch; unacked messages return
+                log.error("worker.classify_stage_error", error_class=type(exc).__name__)
 
     def _next_batch(self) -> list[Message]:
         try:
@@ -203,8 +207,12 @@ class TriageWorker:
                     priority=URGENCY_PRIORITY.get(item.prediction.urgency.label, 0),
                     message_id=item.request.id,
                 )
-            except BrokerError as exc:  # left unacked: the broker gives it back after reconnecting
-                log.warning("request.forward_failed", request_id=item.request.id, error=str(exc))
+            except TriageError as exc:  # left unacked: the broker gives it back after reconnecting
+                log.warning(
+                    "request.forward_failed",
+                    request_id=item.request.id,
+                    error_class=type(exc).__name__,
+                )
                 continue
             self.broker.ack(message)
 
@@ -216,7 +224,10 @@ class TriageWorker:
                 message = self._deliveries.get(timeout=0.2)
             except queue.Empty:
                 continue
-            self.deliver_message(message)
+            try:
+                self.deliver_message(message)
+            except Exception as exc:  # the thread must outlive any one message
+                log.error("worker.deliver_stage_error", error_class=type(exc).__name__)
 
     def deliver_message(self, message: Message) -> None:
         """Deliver one classified request; retry, dead-letter or ack it."""
@@ -235,7 +246,7 @@ class TriageWorker:
             else:
                 self._retry(message, request_id, attempt, exc)
             return
-        except (TriageError, ValueError) as exc:  # permanent: a bad payload, a refused target
+        except Exception as exc:  # permanent, or unforeseen: set aside with its class, no loop
             self._dead_letter(message, raw, request_id, exc, stage="deliver", attempts=attempt)
             return
         self.observer.outcome(item, "review" if item.decision.needs_review else "delivered")
@@ -254,8 +265,9 @@ class TriageWorker:
                 priority=message.priority,
                 message_id=request_id,
             )
-        except BrokerError:
-            return  # unacked: comes back after reconnecting
+        except TriageError as exc:  # unacked: comes back after reconnecting
+            log.error("request.retry_failed", request_id=request_id, error_class=type(exc).__name__)
+            return
         log.warning(
             "request.retry_scheduled",
             request_id=request_id,
@@ -298,8 +310,11 @@ class TriageWorker:
                 content_type=message.content_type or raw.content_type,
                 message_id=request_id,
             )
-        except BrokerError:
-            return  # unacked: comes back after reconnecting
+        except TriageError as exc:  # unacked: comes back after reconnecting
+            log.error(
+                "request.dead_letter_failed", request_id=request_id, error_class=type(exc).__name__
+            )
+            return
         self.pipeline.record_dead_letter(
             raw, request_id, reason, type(error).__name__, self.topology.dead
         )

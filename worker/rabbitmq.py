@@ -355,6 +355,37 @@ class RabbitAdmin:
         finally:
             connection.close()
 
+    def submit(
+        self,
+        messages: Iterable[tuple[bytes, str, str, str]],
+        service_departments: Iterable[str] = (),
+    ) -> int:
+        """Publish (body, content type, request id, channel) tuples to intake; count confirms."""
+        connection = _blocking(self.settings)
+        confirmed = 0
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            declare_topology(channel, self.topology, service_departments)
+            for body, content_type, request_id, channel_name in messages:
+                headers = {"x-triage-request-id": request_id, "x-triage-channel": channel_name}
+                channel.basic_publish(
+                    self.topology.intake,
+                    INTAKE_ROUTING_KEY,
+                    body,
+                    properties=_properties(headers, content_type, None, request_id),
+                    mandatory=True,
+                )
+                confirmed += 1
+        except _PIKA_ERRORS as exc:
+            raise BrokerError(
+                f"publishing stopped after {confirmed} ({type(exc).__name__})"
+            ) from exc
+        finally:
+            if connection.is_open:
+                connection.close()
+        return confirmed
+
     def depths(self, queues: Sequence[str]) -> dict[str, int | None]:
         """Messages ready in each queue; None for a queue that does not exist."""
         connection = _blocking(self.settings)

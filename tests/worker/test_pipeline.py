@@ -3,71 +3,21 @@
 from __future__ import annotations
 
 import email
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from classifiers.base import Prediction
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
-from tests.conftest import FIXTURES, make_prediction
+from tests.conftest import FIXTURES
+from tests.twins import FlakyDeliverer, KeywordClassifier
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
-from worker.delivery.base import Deliverer, Delivery, Receipt
+from worker.delivery.base import Deliverer
 from worker.errors import PermanentError, TransientError
 from worker.pipeline import Pipeline, Status
-from worker.request import Channel, RawRequest, Request
+from worker.request import Channel, RawRequest
 from worker.routing import RoutingConfig
-
-
-class KeywordClassifier:
-    """An in-memory classifier twin: the department and urgency are read off keywords."""
-
-    version = "keyword-twin"
-
-    def __init__(self, taxonomy: Taxonomy, *, fail: bool = False) -> None:
-        self.taxonomy = taxonomy
-        self.fail = fail
-        self.batches: list[int] = []
-
-    def predict(self, requests: Sequence[Request]) -> list[Prediction]:
-        self.batches.append(len(requests))
-        if self.fail:
-            raise RuntimeError("model crashed")
-        predictions = []
-        for request in requests:
-            text = f"{request.subject} {request.classifier_text}".lower()
-            department = "voirie" if "lampadaire" in text or "trottoir" in text else "accueil"
-            confidence = 0.2 if "peut-être" in text else 0.9
-            urgency = "critique" if "danger" in text else "normale"
-            predictions.append(
-                make_prediction(
-                    department,
-                    urgency,
-                    confidence=confidence,
-                    request_id=request.id,
-                    taxonomy=self.taxonomy,
-                ).model_copy(update={"model_version": self.version})
-            )
-        return predictions
-
-
-class FlakyDeliverer:
-    """Fails a given number of times with a given error, then delegates to a real deliverer."""
-
-    def __init__(self, inner: Deliverer, failures: int, error: type[Exception]) -> None:
-        self.name = inner.name
-        self.inner = inner
-        self.failures = failures
-        self.error = error
-        self.calls = 0
-
-    def deliver(self, delivery: Delivery) -> Receipt:
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise self.error("target unavailable")
-        return self.inner.deliver(delivery)
 
 
 def _email(subject: str, body: str, message_id: str) -> RawRequest:

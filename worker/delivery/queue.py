@@ -25,7 +25,7 @@ class QueueDeliverer:
         if delivery.prediction is not None:
             headers["x-triage-department"] = delivery.prediction.department.label
             headers["x-triage-urgency"] = delivery.prediction.urgency.label
-            headers["x-triage-confidence"] = round(delivery.prediction.department.confidence, 4)
+            headers["x-triage-confidence"] = f"{delivery.prediction.department.confidence:.3f}"
         if delivery.decision is not None:
             headers["x-triage-review"] = delivery.decision.needs_review
         self.broker.publish(
