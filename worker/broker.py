@@ -172,6 +172,9 @@ class StubBroker:
         self.consumers: dict[str, Callable[[Message], None]] = {}
         self.acked: list[Message] = []
         self.requeued: list[Message] = []
+        # ("publish", exchange or queue, routing key, body, message id) and ("ack", queue, ...):
+        # what happened, in order, for tests that check a message is acked after its successor.
+        self.journal: list[tuple[str, str, str, bytes, str | None]] = []
         self.fail_publishes = 0
         self._lock = threading.Lock()
         self.consuming = True
@@ -203,6 +206,7 @@ class StubBroker:
             if queue is None or (not exchange and not routing_key):
                 raise UnroutableError(f"no queue bound to {exchange!r}/{routing_key!r}")
             self.queues[queue].messages.append((body, dict(headers or {}), content_type, priority))
+            self.journal.append(("publish", exchange or routing_key, routing_key, body, message_id))
 
     def consume(self, queue: str, prefetch: int, on_message: Callable[[Message], None]) -> None:
         self.consumers[queue] = on_message
@@ -229,6 +233,7 @@ class StubBroker:
     def ack(self, message: Message) -> None:
         with self._lock:
             self.acked.append(message)
+            self.journal.append(("ack", message.queue, "", message.body, None))
 
     def requeue(self, message: Message) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,10 +145,47 @@ class WorkerProcess:
             self.process.wait(10)
 
 
+class Fleet:
+    """Worker processes sharing one state directory and topology, and what they delivered."""
+
+    def __init__(self, state: Path, topology: Topology, broker: BrokerSettings, model_dir: Path):
+        self.state = state
+        self.topology = topology
+        self.admin = RabbitAdmin(broker, topology)
+        self.model_dir = model_dir
+        self.root = state / "maildir"
+        self.processes: list[WorkerProcess] = []
+
+    def start(self) -> WorkerProcess:
+        process = WorkerProcess(self.state, self.topology, self.model_dir).start()
+        self.processes.append(process)
+        return process
+
+    def delivered(self) -> int:
+        """Distinct requests delivered to a primary destination so far."""
+        return len(primary_deliveries(self.root))
+
+    def wait_delivered(self, count: int, timeout: float) -> bool:
+        return wait_until(lambda: self.delivered() >= count, timeout)
+
+    def finish(self, process: WorkerProcess) -> None:
+        """Stop a worker with SIGTERM; it must exit cleanly."""
+        process.signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+
+    def assert_exactly_once(self, request_ids: set[str]) -> None:
+        """Every request reached a primary destination, none twice."""
+        counts = primary_deliveries(self.root)
+        assert set(counts) == request_ids
+        assert max(counts.values()) == 1
+
+
 @pytest.fixture
-def worker_processes() -> Iterator[list[WorkerProcess]]:
-    """Collects the worker processes a test starts and kills any left running."""
-    started: list[WorkerProcess] = []
-    yield started
-    for process in started:
+def fleet(
+    tmp_path: Path, topology: Topology, rabbitmq: BrokerSettings, baseline_model_dir: Path
+) -> Iterator[Fleet]:
+    """Worker processes for one test; any left running are killed afterwards."""
+    fleet = Fleet(tmp_path / "state", topology, rabbitmq, baseline_model_dir)
+    yield fleet
+    for process in fleet.processes:
         process.stop()

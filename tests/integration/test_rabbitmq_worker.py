@@ -15,11 +15,7 @@ import yaml
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from tests.conftest import CONFIG_DIR, DATA_DIR
-from tests.integration.conftest import (
-    WorkerProcess,
-    primary_deliveries,
-    wait_until,
-)
+from tests.integration.conftest import Fleet, primary_deliveries, wait_until
 from tests.twins import FlakyDeliverer, KeywordClassifier, RecordingDeliverer, SlowClassifier
 from worker import exit_codes
 from worker.broker import Topology, UnroutableError
@@ -137,120 +133,67 @@ def in_process(
     return InProcess(tmp_path, topology, rabbitmq, taxonomy, safety_rules, routing_config)
 
 
-def _exactly_once(root: Path, expected: set[str]) -> None:
-    counts = primary_deliveries(root)
-    assert set(counts) == expected
-    assert max(counts.values()) == 1
-
-
 class TestCrashAndRestart:
     """No loss and no duplicate when the worker or its connection dies mid-run."""
 
-    def test_sigkill_mid_run(
-        self,
-        tmp_path: Path,
-        topology: Topology,
-        rabbitmq: BrokerSettings,
-        baseline_model_dir: Path,
-        worker_processes: list[WorkerProcess],
-    ) -> None:
+    def test_sigkill_mid_run(self, fleet: Fleet) -> None:
         """500 requests, the worker SIGKILLed mid-run and restarted: each delivered exactly once."""
         items = _corpus(500)
-        assert RabbitAdmin(rabbitmq, topology).submit(items) == 500
-        state = tmp_path / "state"
-        first = WorkerProcess(state, topology, baseline_model_dir).start()
-        worker_processes.append(first)
-        root = state / "maildir"
-        assert wait_until(lambda: len(primary_deliveries(root)) >= 100, timeout=60)
+        assert fleet.admin.submit(items) == 500
+        first = fleet.start()
+        assert fleet.wait_delivered(100, timeout=60)
         first.signal(signal.SIGKILL)
         first.wait(10)
-        assert len(primary_deliveries(root)) < 500, "the kill came too late to test anything"
-        second = WorkerProcess(state, topology, baseline_model_dir).start()
-        worker_processes.append(second)
-        assert wait_until(lambda: len(primary_deliveries(root)) == 500, timeout=120)
-        second.signal(signal.SIGTERM)
-        assert second.wait(30) == 0
-        _exactly_once(root, {item[2] for item in items})
+        assert fleet.delivered() < 500, "the kill came too late to test anything"
+        second = fleet.start()
+        assert fleet.wait_delivered(500, timeout=120)
+        fleet.finish(second)
+        fleet.assert_exactly_once({item[2] for item in items})
 
-    def test_connection_closed_by_server(
-        self,
-        tmp_path: Path,
-        topology: Topology,
-        rabbitmq: BrokerSettings,
-        baseline_model_dir: Path,
-        worker_processes: list[WorkerProcess],
-    ) -> None:
+    def test_connection_closed_by_server(self, fleet: Fleet) -> None:
         """The broker closes every connection mid-batch: the worker reconnects and finishes."""
         items = _corpus(300)
-        RabbitAdmin(rabbitmq, topology).submit(items)
-        state = tmp_path / "state"
-        process = WorkerProcess(state, topology, baseline_model_dir).start()
-        worker_processes.append(process)
-        root = state / "maildir"
-        assert wait_until(lambda: len(primary_deliveries(root)) >= 50, timeout=60)
+        fleet.admin.submit(items)
+        process = fleet.start()
+        assert fleet.wait_delivered(50, timeout=60)
         subprocess.run(
             ["rabbitmqctl", "close_all_connections", "integration test"],
             check=True,
             capture_output=True,
         )
-        assert wait_until(lambda: len(primary_deliveries(root)) == 300, timeout=120)
+        assert fleet.wait_delivered(300, timeout=120)
         assert "broker.disconnected" in process.log.read_text(encoding="utf-8")
-        process.signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        _exactly_once(root, {item[2] for item in items})
+        fleet.finish(process)
+        fleet.assert_exactly_once({item[2] for item in items})
 
-    def test_sigterm_requeues_or_finishes(
-        self,
-        tmp_path: Path,
-        topology: Topology,
-        rabbitmq: BrokerSettings,
-        baseline_model_dir: Path,
-        worker_processes: list[WorkerProcess],
-    ) -> None:
+    def test_sigterm_requeues_or_finishes(self, fleet: Fleet) -> None:
         """SIGTERM mid-run: everything is delivered or back in a queue; a restart finishes."""
         items = _corpus(400)
-        admin = RabbitAdmin(rabbitmq, topology)
-        admin.submit(items)
-        state = tmp_path / "state"
-        root = state / "maildir"
-        process = WorkerProcess(state, topology, baseline_model_dir).start()
-        worker_processes.append(process)
-        assert wait_until(lambda: len(primary_deliveries(root)) >= 50, timeout=60)
-        process.signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        delivered = len(primary_deliveries(root))
-        depths = admin.depths([topology.intake, topology.deliver, topology.dead])
+        fleet.admin.submit(items)
+        process = fleet.start()
+        assert fleet.wait_delivered(50, timeout=60)
+        fleet.finish(process)
+        delivered = fleet.delivered()
+        topology = fleet.topology
+        depths = fleet.admin.depths([topology.intake, topology.deliver, topology.dead])
         assert depths[topology.dead] == 0
         assert delivered + (depths[topology.intake] or 0) + (depths[topology.deliver] or 0) >= 400
         assert delivered < 400, "SIGTERM came after the end: nothing was in flight"
-        restarted = WorkerProcess(state, topology, baseline_model_dir).start()
-        worker_processes.append(restarted)
-        assert wait_until(lambda: len(primary_deliveries(root)) == 400, timeout=120)
-        restarted.signal(signal.SIGTERM)
-        assert restarted.wait(30) == 0
-        _exactly_once(root, {item[2] for item in items})
+        restarted = fleet.start()
+        assert fleet.wait_delivered(400, timeout=120)
+        fleet.finish(restarted)
+        fleet.assert_exactly_once({item[2] for item in items})
 
-    def test_two_worker_processes(
-        self,
-        tmp_path: Path,
-        topology: Topology,
-        rabbitmq: BrokerSettings,
-        baseline_model_dir: Path,
-        worker_processes: list[WorkerProcess],
-    ) -> None:
+    def test_two_worker_processes(self, fleet: Fleet) -> None:
         """Two worker processes on one queue process every request once."""
         items = _corpus(300)
-        RabbitAdmin(rabbitmq, topology).submit(items)
-        state = tmp_path / "state"
-        root = state / "maildir"
-        for _ in range(2):
-            worker_processes.append(WorkerProcess(state, topology, baseline_model_dir).start())
-        assert wait_until(lambda: len(primary_deliveries(root)) == 300, timeout=120)
-        for process in worker_processes:
-            process.signal(signal.SIGTERM)
-        assert [process.wait(30) for process in worker_processes] == [0, 0]
-        _exactly_once(root, {item[2] for item in items})
-        logs = [process.log.read_text(encoding="utf-8") for process in worker_processes]
+        fleet.admin.submit(items)
+        workers = [fleet.start(), fleet.start()]
+        assert fleet.wait_delivered(300, timeout=120)
+        for process in workers:
+            fleet.finish(process)
+        fleet.assert_exactly_once({item[2] for item in items})
+        logs = [process.log.read_text(encoding="utf-8") for process in workers]
         assert all("request.delivered" in log for log in logs), "one worker did all the work"
 
 

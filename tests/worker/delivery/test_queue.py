@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +18,6 @@ from worker.errors import ConfigError, PermanentError, TransientError
 from worker.routing import RoutingConfig, load_routing, queue_departments, route
 
 MESSAGE = b"From: a@x.example\r\nSubject: test\r\nX-Triage-Department: voirie\r\n\r\nCorps\r\n"
-
-
-class RecordingBroker(StubBroker):
-    """The stub broker, also keeping the exchange and routing key of each confirmed publish."""
-
-    def __init__(self, topology: Topology) -> None:
-        super().__init__(topology)
-        self.published: list[tuple[str, str, str | None]] = []
-
-    def publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        *,
-        headers: Mapping[str, Any] | None = None,
-        content_type: str | None = None,
-        priority: int | None = None,
-        message_id: str | None = None,
-    ) -> None:
-        super().publish(
-            exchange,
-            routing_key,
-            body,
-            headers=headers,
-            content_type=content_type,
-            priority=priority,
-            message_id=message_id,
-        )
-        self.published.append((exchange, routing_key, message_id))
 
 
 def _document() -> dict[str, Any]:
@@ -83,12 +52,13 @@ class TestQueueDeliverer:
         self, topology: Topology, taxonomy: Taxonomy, routing_config: RoutingConfig
     ) -> None:
         """The message goes to `<prefix>.service.<department>` keyed by the department."""
-        broker = RecordingBroker(topology)
+        broker = StubBroker(topology)
         broker.bind_service("voirie")
         receipt = QueueDeliverer("voirie_glpi", "voirie", broker, topology).deliver(
             _delivery(taxonomy, routing_config)
         )
-        assert broker.published == [("test.service.voirie", "voirie", "em-42")]
+        published = [(where, key, mid) for kind, where, key, _, mid in broker.journal]
+        assert published == [("test.service.voirie", "voirie", "em-42")]
         message = broker.take("test.service.voirie")
         assert message is not None
         assert message.body == MESSAGE
