@@ -33,8 +33,12 @@ lint: install
 
 # Debian packages the integration tests run for real (installed only when missing; needs root).
 system-deps:
-	@command -v rabbitmq-server >/dev/null 2>&1 || { \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server; }
+	@missing=""; \
+	command -v rabbitmq-server >/dev/null 2>&1 || missing="$$missing rabbitmq-server"; \
+	command -v dovecot >/dev/null 2>&1 || missing="$$missing dovecot-imapd"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 test: install lint system-deps
 	$(BIN)/pytest

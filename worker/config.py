@@ -9,11 +9,12 @@ environment variable), the key and the problem.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -59,6 +60,55 @@ class WorkerSettings(BaseModel):
         return len(self.retry_delays) + 1
 
 
+Security = Literal["none", "starttls", "ssl"]
+
+
+class SmtpSettings(BaseModel):
+    """The SMTP relay used for forwards and acknowledgements. Password: TRIAGE_SMTP__PASSWORD."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=25, gt=0, le=65535)
+    security: Security = "none"
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, description="From the environment only.")
+    sender: str = Field(default="triage@mairie.invalid", description="From of what we send.")
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class ImapAccount(BaseModel):
+    """An IMAP mailbox: watched for intake and/or holding service folders for delivery."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    port: int = Field(default=993, gt=0, le=65535)
+    security: Security = "ssl"
+    username: str
+    password_env: str = Field(description="Name of the environment variable with the password.")
+    folder: str = Field(default="INBOX", description="Folder watched by the intake.")
+    processed: Literal["flag", "move"] = "flag"
+    processed_folder: str = Field(default="Traités", description="Where 'move' puts messages.")
+    skip_automated: bool = Field(default=True, description="Skip auto-replies and bulk mail.")
+    idle_timeout: float = Field(default=300.0, gt=0, le=1680, description="Re-issue IDLE after.")
+    poll_interval: float = Field(default=60.0, gt=0, description="Without IDLE support.")
+    timeout: float = Field(default=60.0, gt=0, description="Socket timeout of commands.")
+
+
+class IntakeSettings(BaseModel):
+    """`triage intake imap` and `triage intake http`. HTTP token: TRIAGE_INTAKE__HTTP_TOKEN."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    imap_accounts: tuple[str, ...] = Field(default=(), description="Names under `imap` to watch.")
+    state_db: Path | None = Field(default=None, description="Default: <state_dir>/intake.sqlite")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8025, ge=0, le=65535)
+    http_max_bytes: int = Field(default=1024 * 1024, gt=0)
+    http_token: SecretStr | None = Field(default=None, description="From the environment only.")
+
+
 class Settings(BaseSettings):
     """Process-wide settings of the worker and the command line."""
 
@@ -81,6 +131,12 @@ class Settings(BaseSettings):
     limits: ParseLimits = Field(default_factory=ParseLimits)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    imap: dict[str, ImapAccount] = Field(default_factory=dict)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    own_addresses: tuple[str, ...] = Field(
+        default=(), description="The mairie's addresses or @domains: never acknowledged."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -113,6 +169,10 @@ class Settings(BaseSettings):
     @property
     def decision_log_path(self) -> Path:
         return self.decision_log or self.state_dir / "decisions.jsonl"
+
+    @property
+    def intake_state_path(self) -> Path:
+        return self.intake.state_db or self.state_dir / "intake.sqlite"
 
     @property
     def idempotency_path(self) -> Path:
@@ -191,11 +251,33 @@ def load_yaml_model(path: Path, model: type[ModelT]) -> ModelT:
         raise ConfigError(str(path), key, problem) from exc
 
 
+_SECRET_KEYS = frozenset({"password", "http_token", "token", "secret"})
+
+
+def _find_secret(document: Any, path: str = "") -> str | None:
+    """Where a settings file holds a secret (a password, a token, a URL with a password)."""
+    if isinstance(document, dict):
+        for key, value in document.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key in _SECRET_KEYS and value:
+                return where
+            if key == "url" and isinstance(value, str) and re.search(r"//[^/@]*:[^/@]*@", value):
+                return where
+            found = _find_secret(value, where)
+            if found:
+                return found
+    return None
+
+
 def load_settings(config_file: Path | None = None) -> Settings:
     """Build the settings from defaults, an optional settings file and the environment."""
     file_values: dict[str, Any] = {}
     if config_file is not None:
         file_values = read_yaml(config_file)
+        secret = _find_secret(file_values)
+        if secret:
+            problem = "secrets are read from the environment only (TRIAGE_..., or password_env)"
+            raise ConfigError(str(config_file), secret, problem)
         try:
             _FileSettings(**file_values)
         except ValidationError as exc:

@@ -57,6 +57,10 @@ class Request(BaseModel):
     form_fields: dict[str, str] = Field(default_factory=dict)
     extra: dict[str, Any] = Field(default_factory=dict, description="Unknown e-form keys, kept.")
     warnings: tuple[str, ...] = Field(default=(), description="Defects found while parsing.")
+    automated: str | None = Field(
+        default=None,
+        description="Why the mail looks machine-sent (auto-reply, list, bulk, our own forward).",
+    )
 
 
 class RawRequest(BaseModel):

@@ -32,8 +32,26 @@ class QueueDestination(StrictModel):
     department: str = Field(pattern=r"^[a-z_]+$")
 
 
-# Later delivery kinds (SMTP, IMAP folder) join this union, discriminated by `type`.
-Destination = Annotated[MaildirDestination | QueueDestination, Field(discriminator="type")]
+class SmtpDestination(StrictModel):
+    """A service's own address: the request forwarded by SMTP with a French summary on top."""
+
+    type: Literal["smtp"]
+    to: str = Field(min_length=3)
+    attach: Literal["rfc822", "inline"] = "rfc822"
+
+
+class ImapFolderDestination(StrictModel):
+    """A folder of a shared mailbox (an account under `imap` in the settings)."""
+
+    type: Literal["imap_folder"]
+    account: str = Field(min_length=1)
+    folder: str = Field(min_length=1)
+
+
+Destination = Annotated[
+    MaildirDestination | QueueDestination | SmtpDestination | ImapFolderDestination,
+    Field(discriminator="type"),
+]
 
 
 class DepartmentRoute(StrictModel):

@@ -8,7 +8,7 @@ from worker.broker import Broker, Topology
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.maildir import MaildirDeliverer
 from worker.delivery.queue import QueueDeliverer, UnavailableDeliverer
-from worker.routing import MaildirDestination, RoutingConfig
+from worker.routing import MaildirDestination, QueueDestination, RoutingConfig
 
 __all__ = ["Deliverer", "Delivery", "MaildirDeliverer", "Receipt", "build_deliverers"]
 
@@ -27,9 +27,12 @@ def build_deliverers(
             deliverers[name] = MaildirDeliverer(
                 name, path if path.is_absolute() else maildir_root / path
             )
-        elif broker is not None and topology is not None:
-            deliverers[name] = QueueDeliverer(name, destination.department, broker, topology)
+        elif isinstance(destination, QueueDestination):
+            if broker is not None and topology is not None:
+                deliverers[name] = QueueDeliverer(name, destination.department, broker, topology)
+            else:
+                why = "queue destinations are delivered by `triage worker` (RabbitMQ)"
+                deliverers[name] = UnavailableDeliverer(name, why)
         else:
-            why = "queue destinations are delivered by `triage worker` (RabbitMQ)"
-            deliverers[name] = UnavailableDeliverer(name, why)
+            deliverers[name] = UnavailableDeliverer(name, f"{destination.type} is not wired yet")
     return deliverers

@@ -188,6 +188,23 @@ class _BodyWalker:
         return text.strip()
 
 
+def automated_reason(message: Message) -> str | None:
+    """Why a mail is machine-sent and must not be triaged or answered (RFC 3834, lists), or None."""
+    auto = str(message.get("Auto-Submitted", "no")).strip().lower()
+    if auto and not auto.startswith("no"):
+        return f"auto-submitted ({auto.split(';')[0]})"
+    if "X-Triage-Request-Id" in message:
+        return "a triage forward (loop prevention)"
+    if "List-Id" in message or "List-Unsubscribe" in message:
+        return "mailing list"
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    if precedence in {"bulk", "list", "junk", "auto_reply"}:
+        return f"precedence {precedence}"
+    if "X-Autoreply" in message or "X-Autorespond" in message:
+        return "auto-reply"
+    return None
+
+
 def parse_email(data: bytes, limits: ParseLimits | None = None) -> Request:
     """Parse the bytes of one email; raises `ParseError` when they are not a usable request."""
     limits = limits or ParseLimits()
@@ -223,4 +240,5 @@ def parse_email(data: bytes, limits: ParseLimits | None = None) -> Request:
         attachments=tuple(walker.attachments),
         language=guess_language(f"{subject}\n{classifier_text}"),
         warnings=tuple(dict.fromkeys([*defects, *walker.warnings])),
+        automated=automated_reason(message),
     )
