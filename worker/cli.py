@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="publish request files to the intake queue")
     submit.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
+    intake = commands.add_parser("intake", help="take requests in from mailboxes or forms")
+    intake_commands = intake.add_subparsers(dest="intake_command", required=True)
+    for name, help_text in (
+        ("imap", "watch the IMAP mailboxes of intake.imap_accounts"),
+        ("http", "serve POST /forms for e-form submissions"),
+    ):
+        source = intake_commands.add_parser(name, help=help_text)
+        source.add_argument(
+            "--embedded",
+            action="store_true",
+            help="process requests in this process instead of publishing them to RabbitMQ",
+        )
+
     commands.add_parser("status", help="queue depths and recent outcomes")
 
     dlq = commands.add_parser("dlq", help="inspect, replay or purge dead-lettered requests")
@@ -72,6 +85,16 @@ def _worker(configuration: Configuration, args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError("command line", "--workers", "must be at least 1")
     return run_worker(configuration, workers=args.workers)
+
+
+def _intake(configuration: Configuration, args: argparse.Namespace) -> int:
+    if args.intake_command == "imap":
+        from worker.intake_imap import run_imap_intake
+
+        return run_imap_intake(configuration, embedded=args.embedded)
+    from worker.intake_http import run_http_intake
+
+    return run_http_intake(configuration, embedded=args.embedded)
 
 
 def _submit(configuration: Configuration, args: argparse.Namespace) -> int:
@@ -188,6 +211,7 @@ _COMMANDS = {
     "demo": _demo,
     "worker": _worker,
     "submit": _submit,
+    "intake": _intake,
     "status": _status,
     "dlq": _dlq,
 }

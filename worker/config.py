@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.addresses import parse_address
 from worker.errors import ConfigError
 from worker.parsing.limits import ParseLimits
 
@@ -75,6 +76,11 @@ class SmtpSettings(BaseModel):
     password: SecretStr | None = Field(default=None, description="From the environment only.")
     sender: str = Field(default="triage@mairie.invalid", description="From of what we send.")
     timeout: float = Field(default=30.0, gt=0)
+
+    @field_validator("sender")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        return parse_address(value)
 
 
 class ImapAccount(BaseModel):
@@ -161,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def safety_file(self) -> Path:
         return self.config_dir / "safety.yaml"
+
+    @property
+    def acknowledgements_file(self) -> Path:
+        return self.config_dir / "acknowledgements.yaml"
 
     @property
     def maildir_path(self) -> Path:

@@ -28,7 +28,7 @@ def install_stop_signals(stop: threading.Event) -> None:
     def handle(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             os._exit(exit_codes.INTERRUPTED)
-        log.info("worker.stop_requested", signal=signal.Signals(signum).name)
+        log.info("process.stop_requested", signal=signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)

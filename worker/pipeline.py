@@ -20,6 +20,7 @@ import structlog
 from classifiers.base import Classifier, Prediction
 from classifiers.safety import SafetyRules
 from classifiers.text import classifier_input
+from worker.acknowledgement import Acknowledger
 from worker.decision_log import DecisionLog, DecisionRecord
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.message import render_dead_letter, render_triaged
@@ -75,6 +76,7 @@ class Pipeline:
         retry_delay: float = 0.2,
         sleep: Callable[[float], None] = time.sleep,
         store: DeliveryStore | None = None,
+        acknowledger: Acknowledger | None = None,
     ) -> None:
         missing = set(routing.destinations) - set(deliverers)
         if missing:
@@ -89,6 +91,7 @@ class Pipeline:
         self.retry_delay = retry_delay
         self._sleep = sleep
         self.store = store
+        self.acknowledger = acknowledger
 
     def parse(self, raw: RawRequest) -> Request:
         request = parse_raw(raw, self.limits)
@@ -148,6 +151,8 @@ class Pipeline:
             )
             receipts.append(receipt)
         self.decisions.record(self._record(item, "delivered"))
+        if self.acknowledger is not None:  # never fails the request; at most one per request
+            self.acknowledger.acknowledge(delivery)
         return tuple(receipts)
 
     def dead_letter(self, raw: RawRequest, request_id: str, error: Exception) -> Receipt:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from classifiers.base import Prediction
 from classifiers.taxonomy import Taxonomy
+from worker.addresses import parse_address
 from worker.config import StrictModel, load_yaml_model
 from worker.errors import ConfigError
 
@@ -38,6 +39,11 @@ class SmtpDestination(StrictModel):
     type: Literal["smtp"]
     to: str = Field(min_length=3)
     attach: Literal["rfc822", "inline"] = "rfc822"
+
+    @field_validator("to")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        return parse_address(value)
 
 
 class ImapFolderDestination(StrictModel):

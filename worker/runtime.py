@@ -7,13 +7,17 @@ from pathlib import Path
 
 from classifiers import Classifier, Taxonomy, load_classifier, load_taxonomy
 from classifiers.safety import SafetyRules, load_safety_rules
+from worker.acknowledgement import AcknowledgementConfig, Acknowledger, load_acknowledgements
 from worker.broker import Broker, Topology
-from worker.config import Settings
+from worker.config import ImapAccount, Settings
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
+from worker.delivery.smtp import SmtpSender
+from worker.errors import ConfigError
 from worker.idempotency import DeliveryStore
+from worker.imap import account_password
 from worker.pipeline import Pipeline
-from worker.routing import RoutingConfig, load_routing
+from worker.routing import ImapFolderDestination, RoutingConfig, SmtpDestination, load_routing
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,12 @@ class Configuration:
     taxonomy: Taxonomy
     safety: SafetyRules
     routing: RoutingConfig
+    acknowledgements: AcknowledgementConfig | None = None
+
+    @property
+    def display_names(self) -> dict[str, str]:
+        """Department key -> the French name agents and citizens read."""
+        return {key: label.display_name for key, label in self.taxonomy.departments.items()}
 
 
 def topology_of(settings: Settings) -> Topology:
@@ -33,12 +43,48 @@ def topology_of(settings: Settings) -> Topology:
 def load_configuration(settings: Settings) -> Configuration:
     """Load and cross-check the configuration files; raises `ConfigError` on any problem."""
     taxonomy = load_taxonomy(settings.taxonomy_file)
+    routing = load_routing(settings.routing_file, taxonomy)
+    for name, destination in routing.destinations.items():
+        account = getattr(destination, "account", None)
+        if account is not None and account not in settings.imap:
+            problem = f"IMAP account {account!r} is not declared under `imap` in the settings"
+            raise ConfigError(str(settings.routing_file), f"destinations.{name}.account", problem)
+    for account in settings.intake.imap_accounts:
+        if account not in settings.imap:
+            raise ConfigError(
+                "settings", "intake.imap_accounts", f"unknown IMAP account {account!r}"
+            )
+    acknowledgements = None
+    if settings.acknowledgements_file.exists():
+        acknowledgements = load_acknowledgements(settings.acknowledgements_file, taxonomy)
     return Configuration(
         settings=settings,
         taxonomy=taxonomy,
         safety=load_safety_rules(settings.safety_file),
-        routing=load_routing(settings.routing_file, taxonomy),
+        routing=routing,
+        acknowledgements=acknowledgements,
     )
+
+
+def _needs_smtp(configuration: Configuration) -> bool:
+    ack = configuration.acknowledgements
+    smtp_destination = any(
+        isinstance(d, SmtpDestination) for d in configuration.routing.destinations.values()
+    )
+    return smtp_destination or (ack is not None and ack.enabled)
+
+
+def _imap_credentials(configuration: Configuration) -> dict[str, tuple[ImapAccount, str]]:
+    """Accounts that IMAP folder destinations use, with their passwords from the environment."""
+    settings = configuration.settings
+    used = {
+        d.account
+        for d in configuration.routing.destinations.values()
+        if isinstance(d, ImapFolderDestination)
+    }
+    return {
+        name: (settings.imap[name], account_password(name, settings.imap[name])) for name in used
+    }
 
 
 def build_pipeline(
@@ -55,14 +101,28 @@ def build_pipeline(
     settings = configuration.settings
     if classifier is None:
         classifier = load_classifier(model_dir or settings.model_dir, configuration.taxonomy)
+    smtp = SmtpSender(settings.smtp) if _needs_smtp(configuration) else None
+    acknowledger = None
+    ack = configuration.acknowledgements
+    if ack is not None and ack.enabled and smtp is not None:
+        names = configuration.display_names
+        acknowledger = Acknowledger(ack, smtp, names, settings.own_addresses, store)
+    deliverers = build_deliverers(
+        configuration.routing,
+        maildir_root or settings.maildir_path,
+        broker,
+        topology,
+        smtp=smtp,
+        imap=_imap_credentials(configuration),
+        display_names=configuration.display_names,
+    )
     return Pipeline(
         classifier,
         configuration.safety,
         configuration.routing,
-        build_deliverers(
-            configuration.routing, maildir_root or settings.maildir_path, broker, topology
-        ),
+        deliverers,
         DecisionLog(settings.decision_log_path),
         limits=settings.limits,
         store=store,
+        acknowledger=acknowledger,
     )

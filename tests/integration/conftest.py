@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.dovecot import Dovecot
 from worker.broker import BrokerError, Topology
 from worker.config import PROJECT_ROOT, BrokerSettings
 from worker.rabbitmq import RabbitAdmin
@@ -189,3 +190,16 @@ def fleet(
     yield fleet
     for process in fleet.processes:
         process.stop()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    """A running Dovecot with one user; fails under CI=true when Dovecot is not installed."""
+    if not shutil.which("dovecot"):
+        message = "dovecot is not installed (make test installs dovecot-imapd)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = Dovecot().start()
+    yield server
+    server.remove()

@@ -23,8 +23,14 @@ _HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
 def one_line(value: str, limit: int = 200) -> str:
-    """A header-safe value: control characters and line breaks folded into spaces."""
-    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", value).split())[:limit]
+    """A header-safe value: control characters folded into spaces, every `=?` broken.
+
+    The email package decodes RFC 2047 encoded words even in values the program sets, and Python
+    before 3.11.10 then writes a decoded CR/LF raw: a subject decoded once by the parser may still
+    hold a second, encoded line break (`=?UTF-8?B?...?=`) that would become a header of its own.
+    """
+    folded = re.sub(r"[\x00-\x1f\x7f]", " ", value).replace("=?", "= ?")
+    return " ".join(folded.split())[:limit]
 
 
 def triage_headers(
