@@ -17,14 +17,26 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from classifiers.safety import SafetyRules
+from classifiers.taxonomy import Taxonomy
 from tests.integration.dovecot import Dovecot
+from tests.twins import KeywordClassifier
 from worker.broker import BrokerError, Topology
 from worker.config import PROJECT_ROOT, BrokerSettings
-from worker.rabbitmq import RabbitAdmin
+from worker.consumer import TriageWorker, WorkerOptions
+from worker.decision_log import DecisionLog
+from worker.delivery import build_deliverers
+from worker.delivery.base import Deliverer
+from worker.delivery.smtp import SmtpSender
+from worker.idempotency import DeliveryStore
+from worker.pipeline import Pipeline
+from worker.rabbitmq import RabbitAdmin, RabbitBroker
+from worker.routing import RoutingConfig, queue_departments
 
 BROKER = BrokerSettings(url="amqp://guest:guest@127.0.0.1:5672/%2F", heartbeat=10)
 RETRY_DELAYS = (0.3, 0.3, 0.3)
@@ -203,3 +215,72 @@ def dovecot() -> Iterator[Dovecot]:
     server = Dovecot().start()
     yield server
     server.remove()
+
+
+class InProcess:
+    """A worker in this process, with the keyword twin and replaceable deliverers."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        topology: Topology,
+        broker_settings: BrokerSettings,
+        taxonomy: Taxonomy,
+        safety: SafetyRules,
+        routing: RoutingConfig,
+    ) -> None:
+        self.tmp = tmp
+        self.topology = topology
+        self.broker_settings = broker_settings
+        self.classifier: KeywordClassifier = KeywordClassifier(taxonomy)
+        self.safety = safety
+        self.routing = routing
+        self.root = tmp / "maildir"
+        self.decisions = DecisionLog(tmp / "decisions.jsonl")
+        self.admin = RabbitAdmin(broker_settings, topology)
+        self.smtp: SmtpSender | None = None
+
+    def deliverer(self, name: str) -> Deliverer:
+        return build_deliverers(self.routing, self.root)[name]
+
+    @contextmanager
+    def running(
+        self, options: WorkerOptions | None = None, **replace: Deliverer
+    ) -> Iterator[RabbitBroker]:
+        broker = RabbitBroker(self.broker_settings, self.topology, queue_departments(self.routing))
+        assert broker.start(wait=10), "could not connect to RabbitMQ"
+        deliverers = build_deliverers(
+            self.routing, self.root, broker, self.topology, smtp=self.smtp
+        )
+        pipeline = Pipeline(
+            self.classifier,
+            self.safety,
+            self.routing,
+            {**deliverers, **replace},
+            self.decisions,
+            store=DeliveryStore(self.tmp / "deliveries.sqlite"),
+        )
+        worker = TriageWorker(
+            pipeline,
+            broker,
+            self.topology,
+            options or WorkerOptions(batch_size=8, batch_wait=0.02, max_attempts=4),
+        )
+        worker.start()
+        try:
+            yield broker
+        finally:
+            worker.stop()
+            broker.close()
+
+
+@pytest.fixture
+def in_process(
+    tmp_path: Path,
+    topology: Topology,
+    rabbitmq: BrokerSettings,
+    taxonomy: Taxonomy,
+    safety_rules: SafetyRules,
+    routing_config: RoutingConfig,
+) -> InProcess:
+    return InProcess(tmp_path, topology, rabbitmq, taxonomy, safety_rules, routing_config)

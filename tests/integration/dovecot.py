@@ -15,14 +15,10 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
+from tests.smtp_server import free_port
+
 USER = "mairie"
 PASSWORD = "mot-de-passe-de-test"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 _CONFIG = """\

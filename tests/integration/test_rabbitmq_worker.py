@@ -5,32 +5,23 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
-from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from tests.conftest import CONFIG_DIR, DATA_DIR
-from tests.integration.conftest import Fleet, primary_deliveries, wait_until
-from tests.twins import FlakyDeliverer, KeywordClassifier, RecordingDeliverer, SlowClassifier
+from tests.integration.conftest import Fleet, InProcess, primary_deliveries, wait_until
+from tests.twins import FlakyDeliverer, RecordingDeliverer, SlowClassifier
 from worker import exit_codes
 from worker.broker import Topology, UnroutableError
 from worker.cli import main
 from worker.config import BrokerSettings
-from worker.consumer import TriageWorker, WorkerOptions
-from worker.decision_log import DecisionLog
-from worker.delivery import build_deliverers
-from worker.delivery.base import Deliverer
 from worker.errors import TransientError
-from worker.idempotency import DeliveryStore
 from worker.parsing import parse_raw, read_raw
-from worker.pipeline import Pipeline
 from worker.rabbitmq import RabbitAdmin, RabbitBroker
-from worker.routing import RoutingConfig, queue_departments
+from worker.routing import RoutingConfig
 
 pytestmark = pytest.mark.integration
 
@@ -65,72 +56,6 @@ def read_raw_bytes(data: bytes):  # type: ignore[no-untyped-def]
     from worker.request import Channel, RawRequest
 
     return RawRequest(payload=data, channel=Channel.EMAIL)
-
-
-class InProcess:
-    """A worker in this process, with the keyword twin and replaceable deliverers."""
-
-    def __init__(
-        self,
-        tmp: Path,
-        topology: Topology,
-        broker_settings: BrokerSettings,
-        taxonomy: Taxonomy,
-        safety: SafetyRules,
-        routing: RoutingConfig,
-    ) -> None:
-        self.tmp = tmp
-        self.topology = topology
-        self.broker_settings = broker_settings
-        self.classifier: KeywordClassifier = KeywordClassifier(taxonomy)
-        self.safety = safety
-        self.routing = routing
-        self.root = tmp / "maildir"
-        self.decisions = DecisionLog(tmp / "decisions.jsonl")
-        self.admin = RabbitAdmin(broker_settings, topology)
-
-    def deliverer(self, name: str) -> Deliverer:
-        return build_deliverers(self.routing, self.root)[name]
-
-    @contextmanager
-    def running(
-        self, options: WorkerOptions | None = None, **replace: Deliverer
-    ) -> Iterator[RabbitBroker]:
-        broker = RabbitBroker(self.broker_settings, self.topology, queue_departments(self.routing))
-        assert broker.start(wait=10), "could not connect to RabbitMQ"
-        deliverers = build_deliverers(self.routing, self.root, broker, self.topology)
-        pipeline = Pipeline(
-            self.classifier,
-            self.safety,
-            self.routing,
-            {**deliverers, **replace},
-            self.decisions,
-            store=DeliveryStore(self.tmp / "deliveries.sqlite"),
-        )
-        worker = TriageWorker(
-            pipeline,
-            broker,
-            self.topology,
-            options or WorkerOptions(batch_size=8, batch_wait=0.02, max_attempts=4),
-        )
-        worker.start()
-        try:
-            yield broker
-        finally:
-            worker.stop()
-            broker.close()
-
-
-@pytest.fixture
-def in_process(
-    tmp_path: Path,
-    topology: Topology,
-    rabbitmq: BrokerSettings,
-    taxonomy: Taxonomy,
-    safety_rules: SafetyRules,
-    routing_config: RoutingConfig,
-) -> InProcess:
-    return InProcess(tmp_path, topology, rabbitmq, taxonomy, safety_rules, routing_config)
 
 
 class TestCrashAndRestart:
