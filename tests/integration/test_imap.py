@@ -128,6 +128,18 @@ class TestImapIntake:
         assert len(flags) == 50
         assert all(PROCESSED_KEYWORD.encode() in f for f in flags)
 
+    def test_polling_without_idle(self, dovecot: Dovecot, tmp_path: Path) -> None:
+        """On a server without IDLE, the folder is polled and new mail still arrives."""
+        sink = RecordingSink()
+        intake = _intake(dovecot, tmp_path, sink, poll_interval=0.3)
+        intake.session.supports_idle = lambda: False  # type: ignore[method-assign]
+        with running(intake):
+            dovecot.append("INBOX", _mail(1))
+            assert wait_until(lambda: len(sink.received) == 1, timeout=20)
+            dovecot.append("INBOX", _mail(2))
+            assert wait_until(lambda: len(sink.received) == 2, timeout=20)
+        assert intake.counts["idle"] == 0
+
     def test_crash_after_recording_before_marking(self, dovecot: Dovecot, tmp_path: Path) -> None:
         """Killed between publish and mark: on restart the message is marked, not republished."""
         dovecot.append("INBOX", _mail(1))
