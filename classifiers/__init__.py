@@ -26,4 +26,8 @@ def load_classifier(directory: Path, taxonomy: Taxonomy) -> Classifier:
     files = read_model_files(directory, taxonomy)
     if files.kind == baseline.KIND:
         return baseline.TfidfBaseline.load(files)
+    if files.kind == "camembert":  # the name of camembert.KIND: importing it pulls in torch
+        from classifiers.camembert import CamembertClassifier
+
+        return CamembertClassifier.load(files)
     raise ModelError(f"{directory}: unknown model kind {files.kind!r}")

@@ -30,9 +30,18 @@ def render_model_card(metadata: dict[str, Any], taxonomy: Taxonomy) -> str:
         "",
         f"- Kind: `{metadata['kind']}`",
         f"- Created: {metadata['created_at']}",
-        f"- Training data: {data['examples']} labelled requests from "
-        + ", ".join(f"`{folder}`" for folder in data["folders"]),
-        f"- Training data fingerprint (SHA-256): `{data['fingerprint']}`",
+    ]
+    if metadata.get("base_checkpoint"):
+        lines.append(f"- Base checkpoint: `{metadata['base_checkpoint']}`")
+    if data.get("fingerprint"):
+        lines += [
+            f"- Training data: {data['examples']} labelled requests from "
+            + ", ".join(f"`{folder}`" for folder in data["folders"]),
+            f"- Training data fingerprint (SHA-256): `{data['fingerprint']}`",
+        ]
+    else:  # e.g. heads not trained yet, or trained elsewhere: say so rather than print None
+        lines.append("- Training data: none recorded")
+    lines += [
         f"- Hyper-parameters: `{metadata['hyperparameters']}`",
         f"- Libraries: `{metadata['library_versions']}`",
         "",

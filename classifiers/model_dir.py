@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from classifiers.taxonomy import Taxonomy
 from worker.errors import ModelError
@@ -118,3 +120,38 @@ def write_model_files(
     write_json(directory / CALIBRATION_FILE, temperatures)
     write_json(directory / METADATA_FILE, metadata)
     (directory / MODEL_CARD_FILE).write_text(model_card, encoding="utf-8")
+
+
+class SavableModel(Protocol):
+    """What every model kind offers for writing its directory."""
+
+    labels: dict[str, tuple[str, ...]]
+    temperatures: dict[str, float]
+
+    def save(self, directory: Path) -> None:
+        """Write the kind's own files (weights, vocabularies, tokenizer) into `directory`."""
+        ...
+
+
+def write_model_directory(
+    model: SavableModel, out: Path, metadata: dict[str, Any], model_card: str
+) -> None:
+    """Write the whole model directory `out`.
+
+    Written next to `out` and renamed into place, so an interrupted save never leaves a
+    half-written model where a worker would load it.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save(staging)
+        write_model_files(staging, model.labels, dict(model.temperatures), metadata, model_card)
+        staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the worker's user
+        for path in staging.iterdir():
+            path.chmod(0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import platform
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +17,7 @@ from classifiers.calibration import expected_calibration_error, fit_temperature,
 from classifiers.dataset import LabelledRequest, fingerprint, load_labelled
 from classifiers.evaluation import Evaluation, evaluate
 from classifiers.model_card import render_model_card
-from classifiers.model_dir import write_model_files
+from classifiers.model_dir import write_model_directory
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from classifiers.text import classifier_input
@@ -120,24 +118,5 @@ def train_baseline(
             "scikit-learn": sklearn.__version__,
         },
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        model.save(staging)
-        write_model_files(
-            staging,
-            labels,
-            dict(model.temperatures),
-            metadata,
-            render_model_card(metadata, taxonomy),
-        )
-        staging.chmod(0o755)  # mkdtemp makes it private; a model is read by the worker's user
-        for path in staging.iterdir():
-            path.chmod(0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+    write_model_directory(model, out, metadata, render_model_card(metadata, taxonomy))
     return TrainingResult(out, version, len(examples), scores)
