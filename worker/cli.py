@@ -37,16 +37,37 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--model", type=Path, help="model directory (default: settings)")
     classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
-    train = commands.add_parser("train", help="train a model directory from labelled folders")
+    train = commands.add_parser(
+        "train",
+        help="train a model directory: CamemBERT fine-tuned from --base, else the TF-IDF baseline",
+    )
     train.add_argument("--data", type=Path, nargs="+", required=True, metavar="FOLDER")
     train.add_argument("--validation", type=Path, nargs="*", default=[], metavar="FOLDER")
     train.add_argument("--out", type=Path, required=True, metavar="DIR")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--regularisation", type=float, default=10.0, help="inverse L2 strength C")
+    train.add_argument(
+        "--base", metavar="DIR", help="CamemBERT checkpoint (a directory, or a hub id) to fine-tune"
+    )
+    train.add_argument(
+        "--training-config", type=Path, metavar="FILE", help="default: config/training.yaml"
+    )
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override a key of the training configuration (repeatable)",
+    )  # fmt: skip
+    train.add_argument("--checkpoint", type=Path, metavar="DIR", help="default: <out>.checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    train.add_argument("--seed", type=int, default=0, help="baseline only (else: --set seed=N)")
+    train.add_argument("--regularisation", type=float, default=10.0, help="baseline: inverse C")
 
     evaluate = commands.add_parser("evaluate", help="score a model on labelled folders")
     evaluate.add_argument("--model", type=Path, help="model directory (default: settings)")
     evaluate.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    evaluate.add_argument(
+        "--report", type=Path, metavar="DIR", help="write report.md, report.json and PNGs here"
+    )
+    evaluate.add_argument(
+        "--baseline", type=Path, metavar="DIR", help="a baseline model to compare side by side"
+    )
     evaluate.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
     worker = commands.add_parser("worker", help="consume RabbitMQ: classify, route, deliver")
     worker.add_argument("--workers", type=int, help="delivery threads (default: settings)")
@@ -156,9 +177,37 @@ def _classify(configuration: Configuration, args: argparse.Namespace) -> int:
     return exit_codes.SOME_INPUTS_FAILED if failures else exit_codes.OK
 
 
+def _finetune(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers.finetune import finetune, load_training_arguments
+
+    overrides: dict[str, str] = {}
+    for item in args.overrides:
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise ConfigError("command line", "--set", f"expected KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value
+    path = args.training_config or configuration.settings.config_dir / "training.yaml"
+    result = finetune(
+        args.base,
+        args.data,
+        args.out,
+        configuration.taxonomy,
+        configuration.safety,
+        validation=args.validation,
+        args=load_training_arguments(path, overrides),
+        checkpoint_dir=args.checkpoint,
+        progress=not args.quiet,
+    )
+    print(f"trained {result.version} -> {result.directory}")
+    return exit_codes.OK
+
+
 def _train(configuration: Configuration, args: argparse.Namespace) -> int:
     from classifiers.evaluation import format_evaluation
     from classifiers.training import BaselineOptions, train_baseline
+
+    if args.base is not None:
+        return _finetune(configuration, args)
 
     try:
         options = BaselineOptions(regularisation=args.regularisation, seed=args.seed)
@@ -191,6 +240,20 @@ def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
     print(format_evaluation(scores))
     if args.json:
         args.json.write_text(json.dumps(scores.to_dict(), indent=1), encoding="utf-8")
+    if args.report:
+        from classifiers.report import build_report, write_report
+
+        report = build_report(
+            args.model or settings.model_dir,
+            args.folders,
+            configuration.taxonomy,
+            configuration.safety,
+            baseline_dir=args.baseline,
+            routing=configuration.routing,
+            limits=settings.limits,
+        )
+        for path in write_report(report, args.report):
+            print(f"wrote {path}")
     return exit_codes.OK
 
 

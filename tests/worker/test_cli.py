@@ -158,3 +158,47 @@ class TestTrainEvaluate:
         args = ["train", "--data", folder, "--out", str(tmp_path / "m"), "--regularisation", "0"]
         assert main(args) == exit_codes.CONFIG_ERROR
         assert "--regularisation" in capsys.readouterr().err
+
+
+class TestFinetuneCommand:
+    """`triage train --base DIR` fine-tunes CamemBERT from a local checkpoint directory."""
+
+    def test_finetune_then_report(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A tiny local checkpoint is fine-tuned, loads, and gets a Markdown/JSON/PNG report."""
+        from transformers import CamembertModel
+
+        from classifiers.dataset import load_labelled
+        from classifiers.taxonomy import load_taxonomy
+        from classifiers.text import classifier_input
+        from classifiers.tokenizer import tiny_config, train_tokenizer
+        from tests.conftest import CONFIG_DIR
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        folders = [DATA_DIR / "validation" / name for name in ("voirie", "finances", "social")]
+        taxonomy = load_taxonomy(CONFIG_DIR / "taxonomy.yaml")
+        texts = [classifier_input(e.request) for e in load_labelled(folders, taxonomy)]
+        tokenizer = train_tokenizer(texts, vocab_size=400)
+        base = tmp_path / "base"
+        CamembertModel(tiny_config(tokenizer)).save_pretrained(base)
+        tokenizer.save_pretrained(base)
+        out = tmp_path / "camembert"
+        args = ["train", "--base", str(base), "--data", *map(str, folders), "--out", str(out)]
+        args += ["--set", "epochs=1", "--set", "batch_size=8", "--quiet"]
+        assert main(args) == exit_codes.OK
+        metadata = json.loads((out / "metadata.json").read_text(encoding="utf-8"))
+        assert metadata["kind"] == "camembert"
+        assert not any(p.suffix in {".bin", ".pt", ".pkl"} for p in out.iterdir())
+        capsys.readouterr()
+        report = tmp_path / "report"
+        code = main(["evaluate", "--model", str(out), "--report", str(report), *map(str, folders)])
+        assert code == exit_codes.OK
+        assert {p.name for p in report.iterdir()} >= {"report.md", "report.json"}
+
+    def test_bad_override_named(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """A --set of an unknown training key stops with a configuration error naming it."""
+        folder = str(DATA_DIR / "validation" / "voirie")
+        args = ["train", "--base", str(tmp_path), "--data", folder, "--out", str(tmp_path / "m")]
+        assert main([*args, "--set", "epochz=3"]) == exit_codes.CONFIG_ERROR
+        assert "epochz" in capsys.readouterr().err
