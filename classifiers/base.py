@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,3 +51,29 @@ class Classifier(Protocol):
     def version(self) -> str: ...
 
     def predict(self, requests: Sequence[Request]) -> list[Prediction]: ...
+
+
+def predictions_from_probabilities(
+    requests: Sequence[Request],
+    probabilities: Mapping[str, Any],
+    labels: Mapping[str, Sequence[str]],
+    version: str,
+) -> list[Prediction]:
+    """One `Prediction` per request from per-head probability rows (arrays of labels' columns)."""
+    predictions = []
+    for row, request in enumerate(requests):
+        heads = {
+            head: LabelScores.from_probabilities(
+                dict(zip(labels[head], map(float, probabilities[head][row]), strict=True))
+            )
+            for head in ("department", "urgency")
+        }
+        predictions.append(
+            Prediction(
+                request_id=request.id,
+                department=heads["department"],
+                urgency=heads["urgency"],
+                model_version=version,
+            )
+        )
+    return predictions

@@ -23,7 +23,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from classifiers.base import LabelScores, Prediction
+from classifiers.base import Prediction, predictions_from_probabilities
 from classifiers.calibration import FloatArray, softmax
 from classifiers.model_dir import ModelFiles, read_json, write_json
 from classifiers.text import classifier_input
@@ -137,23 +137,7 @@ class TfidfBaseline:
         if not requests:
             return []
         probabilities = self.probabilities([classifier_input(r) for r in requests])
-        predictions = []
-        for row, request in enumerate(requests):
-            heads = {
-                head: LabelScores.from_probabilities(
-                    dict(zip(self.labels[head], map(float, probabilities[head][row]), strict=True))
-                )
-                for head in HEADS
-            }
-            predictions.append(
-                Prediction(
-                    request_id=request.id,
-                    department=heads["department"],
-                    urgency=heads["urgency"],
-                    model_version=self.version,
-                )
-            )
-        return predictions
+        return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
 
     def save(self, directory: Path) -> None:
         """Write the vectorisers and weights; `model_dir` writes labels, calibration, metadata."""

@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, CamembertConfig, CamembertModel, PreTrainedTokenizerFast
 
 from classifiers import model_dir
-from classifiers.base import LabelScores, Prediction
+from classifiers.base import Prediction, predictions_from_probabilities
 from classifiers.calibration import FloatArray, softmax
 from classifiers.model_card import render_model_card
 from classifiers.model_dir import METADATA_FILE, ModelFiles
@@ -182,7 +182,7 @@ def from_pretrained(
     return TriageModel(encoder.config, labels, encoder=encoder), tokenizer
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and their attention mask, as wide as the longest row."""
     ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -243,7 +243,7 @@ class CamembertClassifier:
             ):
                 for start in range(0, len(order), self.options.batch_size):
                     rows = order[start : start + self.options.batch_size]
-                    ids, mask = _pad([encoded[i] for i in rows], self._pad_id)
+                    ids, mask = pad_batch([encoded[i] for i in rows], self._pad_id)
                     outputs = self.model(ids, mask)
                     for head, output in zip(HEADS, outputs, strict=True):
                         scores[head][rows] = output.float().numpy()
@@ -261,23 +261,7 @@ class CamembertClassifier:
         if not requests:
             return []
         probabilities = self.probabilities(requests)
-        predictions = []
-        for row, request in enumerate(requests):
-            heads = {
-                head: LabelScores.from_probabilities(
-                    dict(zip(self.labels[head], map(float, probabilities[head][row]), strict=True))
-                )
-                for head in HEADS
-            }
-            predictions.append(
-                Prediction(
-                    request_id=request.id,
-                    department=heads["department"],
-                    urgency=heads["urgency"],
-                    model_version=self.version,
-                )
-            )
-        return predictions
+        return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
 
     def save(self, directory: Path) -> None:
         """Write the weights, `config.json` and the tokenizer; not the common files."""

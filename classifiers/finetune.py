@@ -41,6 +41,7 @@ from classifiers.camembert import (
     TriageModel,
     from_pretrained,
     model_metadata,
+    pad_batch,
     write_model_directory,
 )
 from classifiers.dataset import LabelledRequest, fingerprint, load_labelled
@@ -238,15 +239,6 @@ def class_weights(labels: Sequence[int], size: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = torch.full((len(rows), max(map(len, rows))), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def _targets(model: TriageModel, examples: Sequence[LabelledRequest]) -> dict[str, list[int]]:
     return {head: [model.labels[head].index(getattr(e, head)) for e in examples] for head in HEADS}
 
@@ -258,7 +250,7 @@ def _logits(
     parts: dict[str, list[np.ndarray[Any, np.dtype[np.float64]]]] = {head: [] for head in HEADS}
     with torch.inference_mode():
         for start in range(0, len(encoded), batch):
-            outputs = model(*_pad(encoded[start : start + batch], pad_id))
+            outputs = model(*pad_batch(encoded[start : start + batch], pad_id))
             for head, output in zip(HEADS, outputs, strict=True):
                 parts[head].append(output.double().numpy())
     model.train()
@@ -461,7 +453,7 @@ def finetune(
         )
         for index in range(state.batch_in_epoch, batches):
             rows = order[index * args.batch_size : (index + 1) * args.batch_size]
-            outputs = model(*_pad([train_ids[i] for i in rows], pad_id))
+            outputs = model(*pad_batch([train_ids[i] for i in rows], pad_id))
             loss = losses["department"](outputs[0], train_targets["department"][rows])
             loss = loss + losses["urgency"](outputs[1], train_targets["urgency"][rows])
             (loss / args.gradient_accumulation).backward()
