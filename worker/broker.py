@@ -42,6 +42,14 @@ HEADER_REASON = "x-triage-reason"
 HEADER_ERROR_CLASS = "x-triage-error-class"
 HEADER_STAGE = "x-triage-stage"
 
+INTAKE_ROUTING_KEY = "intake"
+DELIVER_ROUTING_KEY = "deliver"
+
+
+def intake_headers(request_id: str, channel: str) -> dict[str, str]:
+    """The headers a raw request carries into the intake queue."""
+    return {HEADER_REQUEST_ID: request_id, HEADER_CHANNEL: channel}
+
 
 class BrokerError(TransientError):
     """The broker could not be reached or did not confirm; trying again later may work."""

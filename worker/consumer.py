@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import structlog
 
 from worker.broker import (
+    DELIVER_ROUTING_KEY,
     HEADER_ATTEMPT,
     HEADER_CHANNEL,
     HEADER_CLASSIFICATION,
@@ -193,7 +194,7 @@ class TriageWorker:
             try:
                 self.broker.publish(
                     self.topology.deliver,
-                    "deliver",
+                    DELIVER_ROUTING_KEY,
                     message.body,
                     headers={
                         HEADER_REQUEST_ID: item.request.id,

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from worker.broker import HEADER_CHANNEL, HEADER_REQUEST_ID, Broker, Topology
+from worker.broker import INTAKE_ROUTING_KEY, Broker, Topology, intake_headers
 from worker.errors import TransientError
 from worker.pipeline import Pipeline, Status
 from worker.request import RawRequest, Request
-
-INTAKE_ROUTING_KEY = "intake"  # bound by worker.rabbitmq.declare_topology
 
 Sink = Callable[[RawRequest, Request | None], None]
 
@@ -20,7 +18,7 @@ def publish_intake(broker: Broker, topology: Topology, raw: RawRequest, request_
         topology.intake,
         INTAKE_ROUTING_KEY,
         raw.payload,
-        headers={HEADER_REQUEST_ID: request_id, HEADER_CHANNEL: raw.channel.value},
+        headers=intake_headers(request_id, raw.channel.value),
         content_type=raw.content_type,
         message_id=request_id,
     )

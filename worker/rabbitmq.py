@@ -29,7 +29,22 @@ import pika.exceptions
 import structlog
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.broker import MAX_PRIORITY, BrokerError, Message, Topology, UnroutableError
+from worker.broker import (
+    DELIVER_ROUTING_KEY,
+    HEADER_ATTEMPT,
+    HEADER_CHANNEL,
+    HEADER_ERROR_CLASS,
+    HEADER_REASON,
+    HEADER_REQUEST_ID,
+    HEADER_STAGE,
+    INTAKE_ROUTING_KEY,
+    MAX_PRIORITY,
+    BrokerError,
+    Message,
+    Topology,
+    UnroutableError,
+    intake_headers,
+)
 from worker.config import BrokerSettings
 
 log = structlog.get_logger("worker.rabbitmq")
@@ -37,8 +52,6 @@ log = structlog.get_logger("worker.rabbitmq")
 T = TypeVar("T")
 
 _PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
-INTAKE_ROUTING_KEY = "intake"
-DELIVER_ROUTING_KEY = "deliver"
 
 
 def _parameters(settings: BrokerSettings) -> pika.URLParameters:
@@ -368,7 +381,7 @@ class RabbitAdmin:
             channel.confirm_delivery()
             declare_topology(channel, self.topology, service_departments)
             for body, content_type, request_id, channel_name in messages:
-                headers = {"x-triage-request-id": request_id, "x-triage-channel": channel_name}
+                headers = intake_headers(request_id, channel_name)
                 channel.basic_publish(
                     self.topology.intake,
                     INTAKE_ROUTING_KEY,
@@ -439,11 +452,11 @@ class RabbitAdmin:
             headers = properties.headers or {}
             found.append(
                 DeadLetter(
-                    request_id=_text(headers.get("x-triage-request-id")),
-                    reason=_text(headers.get("x-triage-reason")),
-                    error_class=_text(headers.get("x-triage-error-class")),
-                    stage=_text(headers.get("x-triage-stage")),
-                    attempts=int(headers.get("x-triage-attempt") or 0),
+                    request_id=_text(headers.get(HEADER_REQUEST_ID)),
+                    reason=_text(headers.get(HEADER_REASON)),
+                    error_class=_text(headers.get(HEADER_ERROR_CLASS)),
+                    stage=_text(headers.get(HEADER_STAGE)),
+                    attempts=int(headers.get(HEADER_ATTEMPT) or 0),
                 )
             )
             return False
@@ -458,12 +471,10 @@ class RabbitAdmin:
             channel: BlockingChannel, method: Any, properties: pika.BasicProperties, body: bytes
         ) -> bool:
             headers = properties.headers or {}
-            request_id = _text(headers.get("x-triage-request-id"))
+            request_id = _text(headers.get(HEADER_REQUEST_ID))
             if request_ids is not None and request_id not in request_ids:
                 return False
-            kept = {
-                k: v for k, v in headers.items() if k in ("x-triage-request-id", "x-triage-channel")
-            }
+            kept = {k: v for k, v in headers.items() if k in (HEADER_REQUEST_ID, HEADER_CHANNEL)}
             channel.basic_publish(
                 self.topology.intake,
                 INTAKE_ROUTING_KEY,
