@@ -39,7 +39,7 @@ from worker.broker import (
     decode_classification,
     encode_classification,
 )
-from worker.errors import ParseError, TransientError, TriageError
+from worker.errors import ParseError, TransientError, TriageError, safe_reason
 from worker.pipeline import Classified, Pipeline
 from worker.request import CONTENT_TYPES, Channel, RawRequest
 
@@ -156,11 +156,10 @@ class TriageWorker:
         while len(batch) < self.options.batch_size:
             remaining = deadline - self._clock()
             try:
-                batch.append(
-                    self._intake.get(timeout=max(remaining, 0.0))
-                    if remaining > 0
-                    else self._intake.get_nowait()
-                )
+                if remaining > 0:
+                    batch.append(self._intake.get(timeout=remaining))
+                else:
+                    batch.append(self._intake.get_nowait())
             except queue.Empty:
                 break
         return batch
@@ -289,10 +288,8 @@ class TriageWorker:
         attempts: int,
         reason: str | None = None,
     ) -> None:
-        # Only our own errors' texts are safe to log and keep; a foreign one's text might quote
-        # content, so it is reduced to its class.
         if reason is None:
-            reason = str(error) if isinstance(error, TriageError) else type(error).__name__
+            reason = safe_reason(error)
         headers = {
             **message.headers,
             HEADER_REQUEST_ID: request_id,

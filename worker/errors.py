@@ -51,3 +51,9 @@ class PermanentError(DeliveryError):
 
 class ModelError(TriageError):
     """A model directory that cannot be loaded or a model that cannot be trained."""
+
+
+def safe_reason(error: BaseException) -> str:
+    """What may be logged and kept about an error: our own messages never quote content, a
+    foreign exception's text might, so it is reduced to its class."""
+    return str(error) if isinstance(error, TriageError) else type(error).__name__

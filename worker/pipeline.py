@@ -24,7 +24,7 @@ from worker.acknowledgement import Acknowledger
 from worker.decision_log import DecisionLog, DecisionRecord
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.message import render_dead_letter, render_triaged
-from worker.errors import DeliveryError, ParseError, TransientError, TriageError
+from worker.errors import DeliveryError, ParseError, TransientError, safe_reason
 from worker.idempotency import DeliveryStore
 from worker.parsing import ParseLimits, parse_raw
 from worker.request import RawRequest, Request
@@ -157,9 +157,8 @@ class Pipeline:
 
     def dead_letter(self, raw: RawRequest, request_id: str, error: Exception) -> Receipt:
         """Put a request aside for an agent, with the reason; raises `DeliveryError` if it can't."""
-        # Our own errors never quote content; a foreign one's text might, so logs and the
-        # decision log get only its class, and the full text goes to the agent's copy alone.
-        reason = str(error) if isinstance(error, TriageError) else type(error).__name__
+        # Logs and the decision log get the safe reason; the agent's copy gets the full text.
+        reason = safe_reason(error)
         destination = self.routing.dead_letter_destination
         detail = str(error) or type(error).__name__
         message = render_dead_letter(raw, request_id, detail, type(error).__name__)
@@ -277,7 +276,7 @@ class Pipeline:
                 "request.dead_letter_failed", request_id=request_id, error_class=type(exc).__name__
             )
             return Outcome(request_id, raw.origin, Status.FAILED, error=f"{error}; then {exc}")
-        reason = str(error) if isinstance(error, TriageError) else type(error).__name__
+        reason = safe_reason(error)
         return Outcome(
             request_id, raw.origin, Status.DEAD_LETTER, receipts=(receipt,), error=reason
         )
