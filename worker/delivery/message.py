@@ -14,12 +14,11 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
 from classifiers.base import Prediction
+from worker.parsing.email_parser import HEADER_BLOCK_END, HEADER_FIELD
 from worker.request import Channel, RawRequest, Request
 from worker.routing import RoutingDecision
 
 TRIAGE_HEADER_PREFIX = "X-Triage-"
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 
 def one_line(value: str, limit: int = 200) -> str:
@@ -60,7 +59,7 @@ def _strip_triage_headers(header_block: bytes) -> bytes:
             if not dropping:
                 kept.append(line)
             continue
-        name = _HEADER_NAME.match(line)
+        name = HEADER_FIELD.match(line)
         dropping = bool(name and name.group(1).lower().startswith(b"x-triage-"))
         if not dropping:
             kept.append(line)
@@ -69,7 +68,7 @@ def _strip_triage_headers(header_block: bytes) -> bytes:
 
 def _with_headers(original: bytes, headers: list[tuple[str, str]]) -> bytes:
     newline = b"\r\n" if b"\r\n" in original[:4096] else b"\n"
-    end = _HEADER_END.search(original)
+    end = HEADER_BLOCK_END.search(original)
     if end is None:
         head, body = original, b""
     else:  # the head keeps the line break of its last field; the body starts at the blank line

@@ -24,8 +24,10 @@ from worker.parsing.limits import ParseLimits
 from worker.parsing.quoting import classifier_view
 from worker.request import AttachmentInfo, Channel, Request, Sender, request_id
 
-_HEADER_NAME = re.compile(rb"^[!-9;-~]+[ \t]*:")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+HEADER_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+"""A header field line; group 1 is its name (RFC 5322 2.2: printable ASCII but ':')."""
+HEADER_BLOCK_END = re.compile(rb"\r?\n\r?\n")
+"""The blank line between the header block and the body."""
 _KNOWN_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "received")
 _TEXT_TYPES = ("text/plain", "text/html")
 
@@ -54,9 +56,9 @@ def _check_bounds(data: bytes, limits: ParseLimits) -> None:
     if len(data) > limits.max_bytes:
         raise ParseError(f"message of {len(data)} bytes exceeds the limit of {limits.max_bytes}")
     first_line = data.lstrip(b"\r\n").split(b"\n", 1)[0]
-    if not _HEADER_NAME.match(first_line):
+    if not HEADER_FIELD.match(first_line):
         raise ParseError("not an email: the input does not start with a header field")
-    end = _HEADER_END.search(data, 0, limits.max_header_bytes + 4)
+    end = HEADER_BLOCK_END.search(data, 0, limits.max_header_bytes + 4)
     if end is None:
         if len(data) > limits.max_header_bytes:
             raise ParseError(f"header block exceeds the limit of {limits.max_header_bytes} bytes")
