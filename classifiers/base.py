@@ -25,12 +25,23 @@ class LabelScores(BaseModel):
         return cls(label=label, confidence=probabilities[label], probabilities=probabilities)
 
 
+class Evidence(BaseModel):
+    """A word or phrase of the request that weighed in one head's choice, and its share."""
+
+    model_config = ConfigDict(frozen=True)
+
+    head: str
+    text: str
+    weight: float
+
+
 class Prediction(BaseModel):
     """The classification of one request.
 
     `urgency` is the final urgency. When a safety rule raised it, `safety_rules` names the rules,
     `model_urgency` keeps what the model said, and the urgency confidence is 1.0: the rule's match
-    is a decision, not an estimate.
+    is a decision, not an estimate. `evidence` holds the words that weighed most, when the
+    classifier explains itself (it quotes the request: never log it).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -41,6 +52,7 @@ class Prediction(BaseModel):
     model_version: str
     model_urgency: str | None = None
     safety_rules: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
 
 
 @runtime_checkable
@@ -51,6 +63,28 @@ class Classifier(Protocol):
     def version(self) -> str: ...
 
     def predict(self, requests: Sequence[Request]) -> list[Prediction]: ...
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """A classifier that can say which words weighed most in its predictions."""
+
+    def explain(
+        self, requests: Sequence[Request], predictions: Sequence[Prediction]
+    ) -> list[tuple[Evidence, ...]]: ...
+
+
+def explain(
+    classifier: Classifier, requests: Sequence[Request], predictions: Sequence[Prediction]
+) -> list[Prediction]:
+    """`predictions` with their evidence, when `classifier` can explain itself."""
+    if not isinstance(classifier, Explainer) or not predictions:
+        return list(predictions)
+    evidence = classifier.explain(requests, predictions)
+    return [
+        prediction.model_copy(update={"evidence": found})
+        for prediction, found in zip(predictions, evidence, strict=True)
+    ]
 
 
 def predictions_from_probabilities(

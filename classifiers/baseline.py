@@ -13,6 +13,7 @@ model gives identical predictions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,15 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from classifiers.base import Prediction, predictions_from_probabilities
+from classifiers.base import Evidence, Prediction, predictions_from_probabilities
 from classifiers.calibration import FloatArray, softmax
+from classifiers.explain import (
+    explained_text,
+    model_labels,
+    occlusion_weights,
+    top_phrases,
+    words_of,
+)
 from classifiers.model_dir import ModelFiles, read_json, write_json
 from classifiers.text import classifier_input
 from worker.errors import ModelError
@@ -138,6 +146,25 @@ class TfidfBaseline:
             return []
         probabilities = self.probabilities([classifier_input(r) for r in requests])
         return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
+
+    def _probability_of(self, head: str, column: int, texts: Sequence[str]) -> list[float]:
+        return [float(p) for p in self.probabilities(texts)[head][:, column]]
+
+    def explain(
+        self, requests: Sequence[Request], predictions: Sequence[Prediction]
+    ) -> list[tuple[Evidence, ...]]:
+        """Occlusion over the subject and first sentences (see `classifiers.explain`)."""
+        found = []
+        for request, prediction in zip(requests, predictions, strict=True):
+            text = explained_text(request.subject, request.classifier_text)
+            words = words_of(text)
+            evidence: list[Evidence] = []
+            for head, label in model_labels(prediction).items():
+                probability = partial(self._probability_of, head, self.labels[head].index(label))
+                weights = occlusion_weights(text, words, probability)
+                evidence += top_phrases(text, words, weights, head)
+            found.append(tuple(evidence))
+        return found
 
     def save(self, directory: Path) -> None:
         """Write the vectorisers and weights; `model_dir` writes labels, calibration, metadata."""

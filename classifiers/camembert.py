@@ -12,7 +12,10 @@ is ever unpickled, and nothing is fetched from a hub.
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import platform
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,8 +32,9 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, CamembertConfig, CamembertModel, PreTrainedTokenizerFast
 
 from classifiers import model_dir
-from classifiers.base import Prediction, predictions_from_probabilities
+from classifiers.base import Evidence, Prediction, predictions_from_probabilities
 from classifiers.calibration import FloatArray, softmax
+from classifiers.explain import EXPLAINED_CHARS, Word, model_labels, top_phrases, words_of
 from classifiers.model_card import render_model_card
 from classifiers.model_dir import METADATA_FILE, ModelFiles
 from classifiers.taxonomy import Taxonomy
@@ -45,6 +49,7 @@ MAX_TOKENS = 256
 """Default token budget of an input, special tokens included."""
 
 Dtype = Literal["auto", "fp32", "bf16"]
+Quantize = Literal["none", "int8"]
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 _CHARS_PER_TOKEN = 16
 """Texts are cut to `budget × 16` characters before tokenising: far more than the budget needs
@@ -71,23 +76,29 @@ def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 class InferenceOptions:
     """How to run the model; `__post_init__` raises `ValueError` naming a bad field.
 
-    `threads` sets torch's process-wide intra-op thread count, hence only when given.
+    `max_tokens` None means the budget the model was trained with. `threads` sets torch's
+    process-wide intra-op thread count, hence only when given. `dtype` "auto" uses bf16 where
+    the CPU has it natively, and `quantize` "int8" quantises the linear layers dynamically;
+    loading a model allows either only where its validation check did (`classifiers.variants`).
     """
 
-    max_tokens: int = MAX_TOKENS
+    max_tokens: int | None = None
     batch_size: int = 16
     threads: int | None = None
     dtype: Dtype = "auto"
+    quantize: Quantize = "none"
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 8:
-            raise ValueError(f"max_tokens must be >= 8, got {self.max_tokens}")
+        if self.max_tokens is not None and self.max_tokens < 8:
+            raise ValueError(f"max_tokens must be >= 8 or unset, got {self.max_tokens}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or unset, got {self.threads}")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"dtype must be 'auto', 'fp32' or 'bf16', got {self.dtype!r}")
+        if self.quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be 'none' or 'int8', got {self.quantize!r}")
 
 
 class InputEncoder:
@@ -118,6 +129,28 @@ class InputEncoder:
             second.truncate(self._content - len(first.ids))
             encoded.append(list(self._backend.post_process(first, second).ids))
         return encoded
+
+    def encode_with_spans(
+        self, subject: str, text: str
+    ) -> tuple[list[int], list[tuple[int, int] | None]]:
+        """One input's ids, and each token's span in `subject + "\n" + text` (None: special)."""
+        cap = self.max_tokens * _CHARS_PER_TOKEN
+        first = self._backend.encode(subject[:cap], add_special_tokens=False)
+        second = self._backend.encode(text[:cap], add_special_tokens=False)
+        first.truncate(self._content // 2)
+        second.truncate(self._content - len(first.ids))
+        pair = self._backend.post_process(first, second)
+        shift = len(subject) + 1
+        spans: list[tuple[int, int] | None] = []
+        for sequence, special, (start, end) in zip(
+            pair.sequence_ids, pair.special_tokens_mask, pair.offsets, strict=True
+        ):
+            if special or sequence is None:
+                spans.append(None)
+            else:
+                offset = 0 if sequence == 0 else shift
+                spans.append((start + offset, end + offset))
+        return list(pair.ids), spans
 
     def encode_requests(self, requests: Sequence[Request]) -> list[list[int]]:
         return self.encode([r.subject for r in requests], [r.classifier_text for r in requests])
@@ -159,6 +192,14 @@ class TriageModel(torch.nn.Module):
         first = self.dropout(output.last_hidden_state[:, 0])
         return self.department(first), self.urgency(first)
 
+    def from_embeddings(
+        self, embeddings: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` from word embeddings (unpadded rows), for gradient attributions."""
+        output = self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask)
+        first = self.dropout(output.last_hidden_state[:, 0])
+        return self.department(first), self.urgency(first)
+
 
 def from_pretrained(
     base: str | Path, labels: Mapping[str, Sequence[str]]
@@ -180,6 +221,26 @@ def from_pretrained(
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise ModelError(f"{base}: the tokenizer must be a fast (tokenizers) one")
     return TriageModel(encoder.config, labels, encoder=encoder), tokenizer
+
+
+def quantize_int8(model: TriageModel) -> torch.nn.Module:
+    """A copy of `model` whose linear layers compute in int8 with dynamic activation scales."""
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch announces a move of this API to torchao
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        quantized: torch.nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=False
+        )
+    return quantized
+
+
+def _word_at(words: Sequence[Word], position: int) -> int | None:
+    """The index of the word holding character `position`, if any (words are in order)."""
+    index = bisect.bisect_right([w.start for w in words], position) - 1
+    if index >= 0 and position < words[index].end:
+        return index
+    return None
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,13 +277,25 @@ class CamembertClassifier:
         self._pad_id: int = tokenizer.pad_token_id
         # RoBERTa-style positions start after the padding index: the model's longest input.
         longest = config.max_position_embeddings - self._pad_id - 1
-        self.encoder = InputEncoder(tokenizer, min(self.options.max_tokens, longest))
+        budget = self.options.max_tokens or MAX_TOKENS
+        self.encoder = InputEncoder(tokenizer, min(budget, longest))
         if self.options.dtype == "auto":
             self.uses_bf16 = native_bf16()
         else:
             self.uses_bf16 = self.options.dtype == "bf16"
         if self.options.threads is not None:
             torch.set_num_threads(self.options.threads)
+        # Inference runs `_runner`: the model itself, or an int8 copy of its linear layers.
+        # Explanations need gradients, which quantised layers lack: they use `model`.
+        self._runner: torch.nn.Module = model
+        if self.options.quantize == "int8":
+            self._runner = quantize_int8(model)
+
+    def with_options(self, options: InferenceOptions) -> CamembertClassifier:
+        """The same weights run another way (sharing them, except an int8 copy)."""
+        return CamembertClassifier(
+            self.model, self.tokenizer, self.temperatures, self._version, options
+        )
 
     @property
     def version(self) -> str:
@@ -236,6 +309,7 @@ class CamembertClassifier:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         was_training = self.model.training
         self.model.eval()
+        self._runner.eval()
         try:
             with (
                 torch.inference_mode(),
@@ -244,7 +318,7 @@ class CamembertClassifier:
                 for start in range(0, len(order), self.options.batch_size):
                     rows = order[start : start + self.options.batch_size]
                     ids, mask = pad_batch([encoded[i] for i in rows], self._pad_id)
-                    outputs = self.model(ids, mask)
+                    outputs = self._runner(ids, mask)
                     for head, output in zip(HEADS, outputs, strict=True):
                         scores[head][rows] = output.float().numpy()
         finally:
@@ -263,6 +337,44 @@ class CamembertClassifier:
         probabilities = self.probabilities(requests)
         return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
 
+    def explain(
+        self, requests: Sequence[Request], predictions: Sequence[Prediction]
+    ) -> list[tuple[Evidence, ...]]:
+        """Gradient × input over the subject and first sentences (see `classifiers.explain`)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return [self._explain(r, p) for r, p in zip(requests, predictions, strict=True)]
+        finally:
+            self.model.train(was_training)
+
+    def _explain(self, request: Request, prediction: Prediction) -> tuple[Evidence, ...]:
+        body = request.classifier_text[:EXPLAINED_CHARS]
+        ids, spans = self.encoder.encode_with_spans(request.subject, body)
+        text = f"{request.subject}\n{body}"
+        words = words_of(text)
+        table = self.model.encoder.embeddings.word_embeddings
+        mask_id = self.tokenizer.mask_token_id
+        reference = table(torch.tensor([mask_id if mask_id is not None else self._pad_id]))
+        with torch.enable_grad():
+            embeddings = table(torch.tensor([ids])).detach().requires_grad_(True)
+            outputs = self.model.from_embeddings(embeddings, torch.ones(1, len(ids)))
+            evidence: list[Evidence] = []
+            for head, output in zip(HEADS, outputs, strict=True):
+                label = model_labels(prediction)[head]
+                target = output[0, self.labels[head].index(label)]
+                (gradient,) = torch.autograd.grad(target, embeddings, retain_graph=True)
+                tokens = (gradient * (embeddings - reference)).sum(-1)[0].tolist()
+                weights = [0.0] * len(words)
+                for span, weight in zip(spans, tokens, strict=True):
+                    if span is None:
+                        continue
+                    index = _word_at(words, span[0])
+                    if index is not None:
+                        weights[index] += weight
+                evidence += top_phrases(text, words, weights, head)
+        return tuple(evidence)
+
     def save(self, directory: Path) -> None:
         """Write the weights, `config.json` and the tokenizer; not the common files."""
         state = {name: t.detach().contiguous() for name, t in self.model.state_dict().items()}
@@ -276,13 +388,16 @@ class CamembertClassifier:
     ) -> CamembertClassifier:
         """Rebuild the classifier of a checked directory; the saved token budget is the default."""
         directory = files.directory
-        if options is None:
+        from classifiers.variants import allowed_options  # it builds on this module
+
+        options = options or InferenceOptions()
+        if options.max_tokens is None:
             try:
-                options = InferenceOptions(
-                    max_tokens=int(files.metadata.get("max_tokens", MAX_TOKENS))
-                )
+                saved = int(files.metadata.get("max_tokens", MAX_TOKENS))
+                options = dataclasses.replace(options, max_tokens=saved)
             except (TypeError, ValueError) as exc:
                 raise ModelError(f"{directory / METADATA_FILE}: bad max_tokens ({exc})") from exc
+        options = allowed_options(options, files.metadata)
         try:
             config = CamembertConfig.from_json_file(directory / CONFIG_FILE)
             # A local directory only; remote code would run at load time, so it is refused too.

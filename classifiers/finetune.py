@@ -31,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm  # type: ignore[import-untyped]
 from transformers import PreTrainedTokenizerFast
 
+from classifiers.arguments import check_fields, load_arguments
 from classifiers.calibration import expected_calibration_error, fit_temperature, softmax
 from classifiers.camembert import (
     HEADS,
@@ -48,8 +49,9 @@ from classifiers.dataset import LabelledRequest, fingerprint, load_labelled
 from classifiers.evaluation import evaluate, score_head
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
-from worker.config import read_yaml
-from worker.errors import ConfigError, ModelError
+from classifiers.variants import METADATA_KEY as VARIANTS_KEY
+from classifiers.variants import check_variants
+from worker.errors import ModelError
 
 STATE_FILE = "state.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -92,68 +94,14 @@ class TrainingArguments:
             ("threads", self.threads is None or self.threads >= 1, ">= 1 or null"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{name} must be {expected}, got {getattr(self, name)!r}")
-
-
-def _convert(name: str, text: str) -> object:
-    """A command-line string as the type of field `name` (`null`/`none` for optional fields)."""
-    annotation = str(TrainingArguments.__dataclass_fields__[name].type)
-    if "None" in annotation and text.strip().lower() in ("null", "none", ""):
-        return None
-    if annotation.startswith("bool"):
-        lowered = text.strip().lower()
-        if lowered not in ("true", "false", "on", "off", "yes", "no", "1", "0"):
-            raise ValueError(f"expected true or false, got {text!r}")
-        return lowered in ("true", "on", "yes", "1")
-    if annotation.startswith("int"):
-        return int(text)
-    return float(text)
-
-
-def _has_type(name: str, value: object) -> bool:
-    """Whether a YAML value fits field `name` (an int is a float; a bool is neither)."""
-    kind = str(TrainingArguments.__dataclass_fields__[name].type)
-    if value is None:
-        return "None" in kind
-    if kind.startswith("bool"):
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind.startswith("int"):
-        return isinstance(value, int)
-    return isinstance(value, int | float)
+        check_fields(self, checks)
 
 
 def load_training_arguments(
     path: Path | None, overrides: Mapping[str, str] | None = None
 ) -> TrainingArguments:
     """Arguments from a YAML file (None: the defaults) then `--set key=value` overrides."""
-    known = {f.name for f in dataclasses.fields(TrainingArguments)}
-    values: dict[str, object] = {}
-    document = read_yaml(path) if path is not None else {}
-    for key, value in document.items():
-        if key not in known:
-            raise ConfigError(str(path), str(key), "unknown key")
-        values[key] = value
-    for key, text in (overrides or {}).items():
-        if key not in known:
-            raise ConfigError(f"--set {key}", key, "unknown key")
-        try:
-            values[key] = _convert(key, text)
-        except ValueError as exc:
-            raise ConfigError(f"--set {key}", key, str(exc)) from exc
-    source = str(path) if path is not None else "--set"
-    for key, value in values.items():
-        if not _has_type(key, value):
-            kind = TrainingArguments.__dataclass_fields__[key].type
-            raise ConfigError(source, key, f"expected {kind}, got {value!r}")
-    try:
-        return TrainingArguments(**values)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        key = next((k for k in values if str(exc).startswith(k)), "")
-        raise ConfigError(source, key, str(exc)) from exc
+    return load_arguments(TrainingArguments, path, overrides)
 
 
 @dataclass(frozen=True)
@@ -551,6 +499,8 @@ def finetune(
             "history": [dataclasses.asdict(r) for r in state.history],
         },
     )
+    # Which faster variants (bf16, int8) keep the validation scores: loading honours this.
+    metadata[VARIANTS_KEY] = check_variants(classifier, held_out, taxonomy, safety)
     metadata["timing"] = {
         "training_seconds": state.seconds,
         "examples_seen": state.examples_seen,

@@ -17,6 +17,7 @@ from worker.logs import configure_logging
 from worker.runtime import Configuration, build_pipeline, load_configuration
 
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
+DEFAULT_SHARED = PROJECT_ROOT.parent / "shared" / "data"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
 
     classify = commands.add_parser("classify", help="classify files, print one JSON line each")
     classify.add_argument("--model", type=Path, help="model directory (default: settings)")
+    classify.add_argument(
+        "--explain", action="store_true", help="add the words that weighed most to each line"
+    )
     classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
 
     train = commands.add_parser(
@@ -58,6 +62,27 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     train.add_argument("--seed", type=int, default=0, help="baseline only (else: --set seed=N)")
     train.add_argument("--regularisation", type=float, default=10.0, help="baseline: inverse C")
+
+    pretrain = commands.add_parser(
+        "pretrain", help="train a tokenizer and a small CamemBERT base model on French text"
+    )
+    pretrain.add_argument("--out", type=Path, required=True, metavar="DIR")
+    pretrain.add_argument(
+        "--shared", type=Path, default=DEFAULT_SHARED, metavar="DIR",
+        help="holds service-public-vdd/ and an-debats-sentences/ (default: ../shared/data)",
+    )  # fmt: skip
+    pretrain.add_argument(
+        "--data", type=Path, nargs="*", default=[], metavar="FOLDER",
+        help="labelled folders whose text (not labels) joins the pretraining text",
+    )  # fmt: skip
+    pretrain.add_argument(
+        "--pretraining-config", type=Path, metavar="FILE", help="default: config/pretraining.yaml"
+    )
+    pretrain.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override a key of the pretraining configuration (repeatable)",
+    )  # fmt: skip
+    pretrain.add_argument("--quiet", action="store_true", help="no progress bar")
 
     evaluate = commands.add_parser("evaluate", help="score a model on labelled folders")
     evaluate.add_argument("--model", type=Path, help="model directory (default: settings)")
@@ -144,7 +169,7 @@ def _classify(configuration: Configuration, args: argparse.Namespace) -> int:
     from classifiers.dataset import request_files
     from worker.parsing import read_raw
 
-    pipeline = build_pipeline(configuration, model_dir=args.model)
+    pipeline = build_pipeline(configuration, model_dir=args.model, explanations=args.explain)
     settings = configuration.settings
     files = request_files(args.paths)
     failures = 0
@@ -171,21 +196,56 @@ def _classify(configuration: Configuration, args: argparse.Namespace) -> int:
                 "needs_review": item.decision.needs_review,
                 "destination": item.decision.primary,
             }
+            if args.explain:
+                lines[path]["evidence"] = {
+                    head: [
+                        {"text": e.text, "weight": e.weight}
+                        for e in item.prediction.evidence
+                        if e.head == head
+                    ]
+                    for head in ("department", "urgency")
+                }
         for path in batch:
             failures += "error" in lines[path]
             print(json.dumps(lines[path], ensure_ascii=False), flush=True)
     return exit_codes.SOME_INPUTS_FAILED if failures else exit_codes.OK
 
 
-def _finetune(configuration: Configuration, args: argparse.Namespace) -> int:
-    from classifiers.finetune import finetune, load_training_arguments
-
+def _overrides(items: Sequence[str]) -> dict[str, str]:
     overrides: dict[str, str] = {}
-    for item in args.overrides:
+    for item in items:
         key, equals, value = item.partition("=")
         if not equals:
             raise ConfigError("command line", "--set", f"expected KEY=VALUE, got {item!r}")
         overrides[key.strip()] = value
+    return overrides
+
+
+def _pretrain(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers.arguments import load_arguments
+    from classifiers.pretrain import PretrainArguments, pretrain
+    from classifiers.pretrain_corpus import load_pretraining_text
+
+    path = args.pretraining_config or configuration.settings.config_dir / "pretraining.yaml"
+    arguments = load_arguments(PretrainArguments, path, _overrides(args.overrides))
+    try:
+        documents, sources = load_pretraining_text(
+            args.shared, args.data, configuration.taxonomy, arguments.request_repeats
+        )
+    except FileNotFoundError as exc:
+        print(f"triage pretrain: {exc}", file=sys.stderr)
+        return exit_codes.USAGE
+    for source in sources:
+        print(f"{source.name}: {source.documents:,} documents, {source.characters:,} characters")
+    result = pretrain(documents, sources, args.out, arguments, progress=not args.quiet)
+    print(result.summary())
+    return exit_codes.OK
+
+
+def _finetune(configuration: Configuration, args: argparse.Namespace) -> int:
+    from classifiers.finetune import finetune, load_training_arguments
+
+    overrides = _overrides(args.overrides)
     path = args.training_config or configuration.settings.config_dir / "training.yaml"
     result = finetune(
         args.base,
@@ -234,7 +294,9 @@ def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
     from classifiers.evaluation import evaluate, format_evaluation
 
     settings = configuration.settings
-    classifier = load_classifier(args.model or settings.model_dir, configuration.taxonomy)
+    classifier = load_classifier(
+        args.model or settings.model_dir, configuration.taxonomy, settings.inference
+    )
     examples = load_labelled(args.folders, configuration.taxonomy, settings.limits)
     scores = evaluate(classifier, examples, configuration.taxonomy, configuration.safety)
     print(format_evaluation(scores))
@@ -270,6 +332,7 @@ def _demo(configuration: Configuration, args: argparse.Namespace) -> int:
 _COMMANDS = {
     "classify": _classify,
     "train": _train,
+    "pretrain": _pretrain,
     "evaluate": _evaluate,
     "demo": _demo,
     "worker": _worker,

@@ -115,6 +115,29 @@ class IntakeSettings(BaseModel):
     http_token: SecretStr | None = Field(default=None, description="From the environment only.")
 
 
+class InferenceSettings(BaseModel):
+    """How the CamemBERT model runs (the TF-IDF baseline ignores all but `explanations`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; default: one per core"
+    )
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="auto: bf16 where the CPU has it natively and the model allows"
+    )
+    quantize: Literal["none", "int8"] = Field(
+        default="none", description="int8 dynamic quantisation, where the model's check allows it"
+    )
+    micro_batch: int = Field(default=16, gt=0, le=1024, description="requests per forward pass")
+    max_tokens: int | None = Field(
+        default=None, ge=8, description="input token budget; default: the model's own"
+    )
+    explanations: bool = Field(
+        default=True, description="attach the words that weighed most to each prediction"
+    )
+
+
 class Settings(BaseSettings):
     """Process-wide settings of the worker and the command line."""
 
@@ -135,6 +158,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     batch_size: int = Field(default=32, gt=0, le=1024)
     limits: ParseLimits = Field(default_factory=ParseLimits)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)

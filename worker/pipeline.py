@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import structlog
 
-from classifiers.base import Classifier, Prediction
+from classifiers.base import Classifier, Prediction, explain
 from classifiers.safety import SafetyRules
 from classifiers.text import classifier_input
 from worker.acknowledgement import Acknowledger
@@ -77,6 +77,7 @@ class Pipeline:
         sleep: Callable[[float], None] = time.sleep,
         store: DeliveryStore | None = None,
         acknowledger: Acknowledger | None = None,
+        explanations: bool = False,
     ) -> None:
         missing = set(routing.destinations) - set(deliverers)
         if missing:
@@ -92,6 +93,7 @@ class Pipeline:
         self._sleep = sleep
         self.store = store
         self.acknowledger = acknowledger
+        self.explanations = explanations
 
     def parse(self, raw: RawRequest) -> Request:
         request = parse_raw(raw, self.limits)
@@ -107,6 +109,8 @@ class Pipeline:
     def classify(self, requests: Sequence[Request]) -> list[Classified]:
         """Classify a batch in one model call, then apply the safety rules and route each."""
         predictions = self.classifier.predict(requests)
+        if self.explanations:
+            predictions = explain(self.classifier, requests, predictions)
         classified = []
         for request, prediction in zip(requests, predictions, strict=True):
             prediction = self.safety.apply(prediction, classifier_input(request))

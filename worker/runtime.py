@@ -96,11 +96,19 @@ def build_pipeline(
     broker: Broker | None = None,
     topology: Topology | None = None,
     store: DeliveryStore | None = None,
+    explanations: bool | None = None,
 ) -> Pipeline:
-    """The embedded pipeline for `configuration`, loading the model unless one is given."""
+    """The embedded pipeline for `configuration`, loading the model unless one is given.
+
+    `explanations` None follows `settings.inference.explanations`.
+    """
     settings = configuration.settings
     if classifier is None:
-        classifier = load_classifier(model_dir or settings.model_dir, configuration.taxonomy)
+        classifier = load_classifier(
+            model_dir or settings.model_dir, configuration.taxonomy, settings.inference
+        )
+    if explanations is None:
+        explanations = settings.inference.explanations
     smtp = SmtpSender(settings.smtp) if _needs_smtp(configuration) else None
     acknowledger = None
     ack = configuration.acknowledgements
@@ -125,4 +133,5 @@ def build_pipeline(
         limits=settings.limits,
         store=store,
         acknowledger=acknowledger,
+        explanations=explanations,
     )

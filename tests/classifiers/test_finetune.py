@@ -7,6 +7,7 @@ from form files written in a temporary folder; nothing is downloaded.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from classifiers import Taxonomy, load_classifier
-from classifiers.camembert import TriageModel
+from classifiers.base import explain
+from classifiers.camembert import CamembertClassifier, TriageModel, native_bf16
 from classifiers.dataset import load_labelled
 from classifiers.finetune import (
     EpochReport,
@@ -28,7 +30,8 @@ from classifiers.finetune import (
 from classifiers.model_dir import PICKLE_SUFFIXES
 from classifiers.safety import SafetyRules
 from classifiers.tokenizer import tiny_config
-from tests.conftest import CONFIG_DIR, make_request
+from tests.conftest import CONFIG_DIR, make_prediction, make_request
+from worker.config import InferenceSettings
 from worker.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("hub_offline")
@@ -304,3 +307,79 @@ class TestResume:
         )
         assert result.resumed_from_epoch == 0
         assert "starting over" in capsys.readouterr().err
+
+
+class TestExplanationsAndVariants:
+    def test_gradient_explanation_quotes_the_request_for_both_heads(
+        self, trained: FinetuneResult, taxonomy: Taxonomy
+    ) -> None:
+        """On the trained toy model, evidence is words of the request, per head, weights > 0."""
+        classifier = load_classifier(trained.directory, taxonomy)
+        cases = [_text(d, u, "Bonsoir à vous") for d in DEPARTMENTS for u in URGENCIES]
+        requests = [make_request(text, subject=subject) for subject, text in cases]
+        explained = explain(classifier, requests, classifier.predict(requests))
+        for (subject, text), prediction in zip(cases, explained, strict=True):
+            assert prediction.evidence
+            assert {e.head for e in prediction.evidence} <= {"department", "urgency"}
+            assert all(e.text in f"{subject}\n{text}" and e.weight > 0 for e in prediction.evidence)
+
+    def test_gradient_times_input_lands_on_the_word_the_logit_reads(
+        self, trained: FinetuneResult, taxonomy: Taxonomy
+    ) -> None:
+        """With heads that read one token's embedding only, the attribution is exact: all of
+        it goes to the word holding that token, whatever the toy model learnt."""
+        classifier = load_classifier(trained.directory, taxonomy)
+        assert isinstance(classifier, CamembertClassifier)
+        request = make_request("Bonsoir, je voudrais un acte de naissance", subject="Demande")
+        ids, spans = classifier.encoder.encode_with_spans(request.subject, request.classifier_text)
+        full = f"{request.subject}\n{request.classifier_text}"
+        start = full.index("naissance")
+        position = next(i for i, span in enumerate(spans) if span and span[0] == start)
+        table = classifier.model.encoder.embeddings.word_embeddings.weight.detach()
+        direction = table[ids[position]] - table[classifier.tokenizer.mask_token_id]
+
+        def one_token_heads(
+            embeddings: torch.Tensor, attention_mask: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            score = (embeddings[:, position] @ direction).unsqueeze(-1)
+            return score.repeat(1, len(taxonomy.department_keys)), score.repeat(1, 4)
+
+        classifier.model.from_embeddings = one_token_heads  # type: ignore[method-assign]
+        prediction = make_prediction("etat_civil", "normale", taxonomy=taxonomy)
+        [explained] = explain(classifier, [request], [prediction])
+        assert [(e.head, e.text) for e in explained.evidence] == [
+            ("department", "naissance"),
+            ("urgency", "naissance"),
+        ]
+
+    def test_training_records_the_variant_checks(self, trained: FinetuneResult) -> None:
+        """metadata.json says whether int8 (and bf16, where native) keep validation macro-F1."""
+        metadata = json.loads((trained.directory / "metadata.json").read_text(encoding="utf-8"))
+        verdicts = metadata["inference_variants"]
+        assert verdicts["int8"]["checked"] is True
+        losses = verdicts["int8"]["macro_f1_loss"]
+        assert verdicts["int8"]["allowed"] == all(loss <= 0.005 for loss in losses.values())
+        assert verdicts["bf16"]["checked"] is native_bf16()
+
+    @pytest.mark.parametrize("allowed", [True, False])
+    def test_int8_runs_only_where_the_check_allowed_it(
+        self, trained: FinetuneResult, taxonomy: Taxonomy, allowed: bool, tmp_path: Path
+    ) -> None:
+        """A refused int8 falls back to fp32; an allowed one quantises the linear layers."""
+        model = tmp_path / "model"
+        shutil.copytree(trained.directory, model)
+        metadata = json.loads((model / "metadata.json").read_text(encoding="utf-8"))
+        metadata["inference_variants"]["int8"]["allowed"] = allowed
+        (model / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+        classifier = load_classifier(model, taxonomy, InferenceSettings(quantize="int8"))
+        assert isinstance(classifier, CamembertClassifier)
+        assert classifier.options.quantize == ("int8" if allowed else "none")
+        quantized = any("quantized" in type(m).__module__ for m in classifier._runner.modules())
+        assert quantized is allowed
+        requests = [
+            make_request(text, subject=subject)
+            for subject, text in (_text(d, "haute", "Bonsoir à vous") for d in DEPARTMENTS)
+        ]
+        reference = load_classifier(model, taxonomy, InferenceSettings(quantize="none"))
+        labels = [p.department.label for p in classifier.predict(requests)]
+        assert labels == [p.department.label for p in reference.predict(requests)]

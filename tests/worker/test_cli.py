@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import DATA_DIR, FIXTURES
 from worker import exit_codes
 from worker.cli import main
+from worker.parsing import parse_raw, read_raw
 
 CONTRACT_KEYS = {
     "path",
@@ -58,6 +59,24 @@ class TestClassify:
             assert all(0.0 <= value <= 1.0 for value in confidence.values())
             assert isinstance(line["needs_review"], bool)
             assert isinstance(line["destination"], str)
+
+    def test_explain_adds_evidence_quoted_from_the_request(
+        self, baseline_model_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--explain adds `evidence`: per head, words of the request with their share."""
+        path = DATA_DIR / "samples" / "01_arbre_tombe_route_chambray.eml"
+        main(["classify", "--explain", "--model", str(baseline_model_dir), str(path)])
+        [line] = _lines(capsys.readouterr().out)
+        assert set(line) == CONTRACT_KEYS | {"evidence"}
+        evidence = line["evidence"]
+        assert isinstance(evidence, dict) and set(evidence) == {"department", "urgency"}
+        request = parse_raw(read_raw(path))
+        text = f"{request.subject}\n{request.classifier_text}"
+        assert evidence["department"]
+        for items in evidence.values():
+            for item in items:
+                assert item["text"] in text
+                assert 0 < item["weight"] <= 1
 
     def test_fallen_tree_is_critique(
         self, baseline_model_dir: Path, capsys: pytest.CaptureFixture[str]

@@ -68,6 +68,17 @@ class TestLoadSettings:
         assert settings.limits.max_parts == 7
         assert settings.limits.max_text_chars == 1000
 
+    def test_inference_section_reaches_the_settings(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Threads, dtype, int8 and explanations are settings (file, then environment)."""
+        path = _settings_file(tmp_path, "inference:\n  threads: 2\n  quantize: int8\n")
+        monkeypatch.setenv("TRIAGE_INFERENCE__EXPLANATIONS", "false")
+        settings = load_settings(path)
+        assert (settings.inference.threads, settings.inference.quantize) == (2, "int8")
+        assert settings.inference.dtype == "auto"
+        assert settings.inference.explanations is False
+
     @pytest.mark.parametrize(
         ("text", "key"),
         [
@@ -77,6 +88,8 @@ class TestLoadSettings:
             ("batch_size: 0\n", "batch_size"),
             ("limits:\n  max_parts: -1\n", "limits.max_parts"),
             ("log_level: LOUD\n", "log_level"),
+            ("inference:\n  quantize: int4\n", "inference.quantize"),
+            ("inference:\n  threads: 0\n", "inference.threads"),
         ],
     )
     def test_invalid_file_value_names_file_and_key(

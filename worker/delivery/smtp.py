@@ -28,6 +28,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from typing import Literal, get_args
 
+from classifiers.explain import format_evidence
 from worker.addresses import parse_address
 from worker.config import SmtpSettings
 from worker.delivery.base import Delivery, Receipt
@@ -228,6 +229,10 @@ def _summary(
         f"Confiance : {round(prediction.department.confidence * 100)} %",
         f"Référence : {delivery.request_id}",
     ]
+    for head, title in (("department", "service"), ("urgency", "urgence")):
+        words = format_evidence(prediction.evidence, head)
+        if words:
+            lines.append(f"Mots déterminants ({title}) : {words}")
     if decision is not None:
         lines += ["", "Pourquoi :", *(f"- {reason}" for reason in decision.reasons)]
         if decision.needs_review:

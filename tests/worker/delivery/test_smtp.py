@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import warnings
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from classifiers import Taxonomy
+from classifiers.base import Evidence
 from tests.conftest import FIXTURES, make_prediction
 from tests.smtp_server import (
     PasswordCheck,
@@ -144,6 +146,23 @@ class TestRenderForward:
         message = _forward(_delivery(routing_config, taxonomy, confidence=0.2))
         assert message["X-Triage-Review"] == "yes"
         assert "Le classement est incertain" in _text(message)
+
+    def test_summary_quotes_the_words_that_weighed_most(
+        self, routing_config: RoutingConfig, taxonomy: Taxonomy
+    ) -> None:
+        """Evidence attached to the prediction is listed per head, in French quotes."""
+        delivery = _delivery(routing_config, taxonomy)
+        assert delivery.prediction is not None
+        evidence = (
+            Evidence(head="department", text="lampadaire", weight=0.7),
+            Evidence(head="department", text="éteint", weight=0.3),
+            Evidence(head="urgency", text="depuis trois jours", weight=1.0),
+        )
+        prediction = delivery.prediction.model_copy(update={"evidence": evidence})
+        text = _text(_forward(dataclasses.replace(delivery, prediction=prediction)))
+        assert "Mots déterminants (service) : « lampadaire », « éteint »" in text
+        assert "Mots déterminants (urgence) : « depuis trois jours »" in text
+        assert "Mots déterminants" not in _text(_forward(delivery))
 
     @pytest.mark.parametrize(
         "subject",
