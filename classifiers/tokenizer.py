@@ -8,6 +8,7 @@ library, so tests, and the project's own pretraining, need nothing from a hub.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Literal
 
@@ -75,6 +76,8 @@ def train_tokenizer(
     )
     tokenizer.decoder = decoders.Metaspace()
     tokenizer.train_from_iterator(texts, trainer)
+    if algorithm == "unigram":
+        tokenizer.model = _rounded_unigram(tokenizer)
     bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A {EOS}",
@@ -92,6 +95,29 @@ def train_tokenizer(
         unk_token=UNK,
         mask_token=MASK,
     )
+
+
+def _rounded_unigram(tokenizer: Tokenizer) -> models.Unigram:
+    """The trained unigram model with its pieces in a canonical order and rounded scores.
+
+    The trainer sums floats in a varying order, and appends the characters that must stay
+    representable with scores 1e-4 apart in a varying (hash) order, so two runs on the same
+    text differ in the last digits of some scores and in piece ids. Rounding the scores, giving
+    the appended characters one score and sorting the pieces make the same text give the same
+    tokenizer, which a seeded, reproducible pretraining needs.
+    """
+    state = json.loads(tokenizer.to_str())["model"]
+    special = len(SPECIAL_TOKENS)  # first, in their fixed order: their ids are the config's
+    learnt = [(piece, round(score, 6)) for piece, score in state["vocab"][special:]]
+    tail = len(learnt)
+    while tail > 0 and len(learnt[tail - 1][0]) == 1:
+        tail -= 1
+    if tail < len(learnt):
+        floor = min(score for _, score in learnt[tail:])
+        learnt[tail:] = [(piece, floor) for piece, _ in learnt[tail:]]
+    pieces = sorted(learnt, key=lambda item: (-item[1], item[0]))
+    head = [(piece, score) for piece, score in state["vocab"][:special]]
+    return models.Unigram(head + pieces, unk_id=state["unk_id"], byte_fallback=False)
 
 
 def tiny_config(
