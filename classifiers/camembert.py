@@ -202,19 +202,25 @@ class TriageModel(torch.nn.Module):
 
 
 def from_pretrained(
-    base: str | Path, labels: Mapping[str, Sequence[str]]
+    base: str | Path, labels: Mapping[str, Sequence[str]], *, random_init: bool = False
 ) -> tuple[TriageModel, PreTrainedTokenizerFast]:
     """A CamemBERT (or RoBERTa-architecture) checkpoint's encoder and tokenizer, with new heads.
 
     `base` is a local checkpoint directory (`camembert-base` downloaded by a user, or the
     project's own base model) or a hub id, which transformers downloads unless `HF_HUB_OFFLINE`
     is set. Only safetensors weights are read: a checkpoint with pickled weights only is refused.
+    `random_init` keeps the checkpoint's tokenizer and architecture but not its weights: the
+    reference that shows what pretraining brings.
     """
     try:
-        # dtype pinned: transformers 5 would otherwise keep a half-precision checkpoint's dtype.
-        encoder = CamembertModel.from_pretrained(
-            str(base), add_pooling_layer=False, use_safetensors=True, dtype=torch.float32
-        )
+        if random_init:
+            config = CamembertConfig.from_pretrained(str(base))
+            encoder = CamembertModel(config, add_pooling_layer=False)
+        else:
+            # dtype pinned: transformers 5 would otherwise keep a half-precision checkpoint's.
+            encoder = CamembertModel.from_pretrained(
+                str(base), add_pooling_layer=False, use_safetensors=True, dtype=torch.float32
+            )
         tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{base}: not a usable CamemBERT checkpoint ({exc})") from exc

@@ -78,6 +78,7 @@ class TrainingArguments:
     class_weighting: bool = True
     threads: int | None = None
     checkpoint_every: int = 200
+    random_init: bool = False
 
     def __post_init__(self) -> None:
         checks: list[tuple[str, bool, str]] = [
@@ -307,22 +308,23 @@ def finetune(
     The written metrics score the calibrated model on validation data, with `safety` applied.
     """
     started = time.monotonic()
+    # Seeded before the model exists: the heads (and a random-init encoder) draw from torch.
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
     labels = {"department": taxonomy.department_keys, "urgency": taxonomy.urgency_keys}
     if tokenizer_and_model is not None:
         tokenizer, model = tokenizer_and_model
         base_name = str(base) if base is not None else "injected (in-memory) model"
     elif base is not None:
-        model, tokenizer = from_pretrained(base, labels)
-        base_name = str(base)
+        model, tokenizer = from_pretrained(base, labels, random_init=args.random_init)
+        base_name = f"{base} (architecture and tokenizer only)" if args.random_init else str(base)
     else:
         raise ModelError("a base checkpoint directory is needed to fine-tune")
     if {h: list(model.labels[h]) for h in HEADS} != {h: list(labels[h]) for h in HEADS}:
         raise ModelError("the model's label lists differ from the taxonomy's")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
 
     examples = load_labelled(data, taxonomy)
     if validation:

@@ -151,6 +151,15 @@ class TestPretrain:
         model, tokenizer = from_pretrained(tmp_path / "base", labels)
         assert model.config.hidden_size == TINY.hidden
         assert len(tokenizer) == model.config.vocab_size
+        # random_init: the same architecture and tokenizer, none of the pretrained weights.
+        fresh, fresh_tokenizer = from_pretrained(tmp_path / "base", labels, random_init=True)
+        shape = ("hidden_size", "num_hidden_layers", "vocab_size", "max_position_embeddings")
+        assert [getattr(fresh.config, k) for k in shape] == [
+            getattr(model.config, k) for k in shape
+        ]
+        assert fresh_tokenizer.get_vocab() == tokenizer.get_vocab()
+        pretrained = model.encoder.embeddings.word_embeddings.weight
+        assert not torch.equal(fresh.encoder.embeddings.word_embeddings.weight, pretrained)
 
     def test_same_seed_same_base(self, shared: Path, tmp_path: Path, taxonomy: Taxonomy) -> None:
         documents, sources = load_pretraining_text(shared, [], taxonomy)
