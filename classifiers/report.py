@@ -96,6 +96,7 @@ class ModelReport:
     thresholds: tuple[ThresholdRow, ...]
     as_configured: ThresholdRow | None
     notes: tuple[str, ...]
+    description: str = ""
 
     def critique_recall(self) -> dict[str, float | None]:
         model = self.evaluation.urgency.per_class.get(CRITIQUE)
@@ -128,6 +129,7 @@ class Report:
     review_threshold: float | None
     model: ModelReport
     baseline: ModelReport | None = None
+    others: tuple[ModelReport, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -136,6 +138,7 @@ class Report:
             "review_threshold": self.review_threshold,
             "model": self.model.to_dict(),
             "baseline": self.baseline.to_dict() if self.baseline else None,
+            "compared": [other.to_dict() for other in self.others],
         }
 
 
@@ -250,7 +253,9 @@ def _model_report(
         routed = np.asarray(confidences, dtype=np.float64) >= limits
         row = _row(routing.review_threshold, routed, np.asarray(correct, dtype=np.bool_))
         as_configured = dataclasses.replace(row, configured=True)
+    base = files.metadata.get("base_checkpoint")
     return ModelReport(
+        description=f"{files.kind} fine-tuned from {base}" if base else files.kind,
         kind=files.kind,
         version=files.version,
         evaluation=evaluation,
@@ -268,15 +273,23 @@ def build_report(
     safety: SafetyRules,
     *,
     baseline_dir: Path | None = None,
+    compare: Sequence[Path] = (),
     routing: RoutingConfig | None = None,
     limits: ParseLimits | None = None,
 ) -> Report:
-    """Score `model_dir` (and `baseline_dir`, unless it is the same directory) on `folders`."""
+    """Score `model_dir` (and `baseline_dir`, unless it is the same directory) on `folders`.
+
+    Each directory of `compare` is scored too, as one more column of the comparison table.
+    """
     examples = load_labelled(folders, taxonomy, limits)
     model = _model_report(model_dir, examples, folders, taxonomy, safety, routing)
     baseline = None
     if baseline_dir is not None and baseline_dir.resolve() != model_dir.resolve():
         baseline = _model_report(baseline_dir, examples, folders, taxonomy, safety, routing)
+    others = tuple(
+        _model_report(directory, examples, folders, taxonomy, safety, routing)
+        for directory in compare
+    )
     return Report(
         folders=tuple(str(folder) for folder in folders),
         examples=len(examples),
@@ -284,6 +297,7 @@ def build_report(
         review_threshold=routing.review_threshold if routing else None,
         model=model,
         baseline=baseline,
+        others=others,
     )
 
 
@@ -324,25 +338,36 @@ def _threshold_cells(name: str, row: ThresholdRow) -> list[str]:
     return [name, share, str(row.routed), _score(row.routed_accuracy)]
 
 
-def _comparison(model: ModelReport, baseline: ModelReport) -> list[str]:
-    def metrics(m: ModelReport) -> dict[str, float | None]:
-        e = m.evaluation
-        return {
-            "department accuracy": e.department.accuracy,
-            "department macro-F1": e.department.macro_f1,
-            "urgency accuracy": e.urgency.accuracy,
-            "urgency macro-F1": e.urgency.macro_f1,
-            "urgency macro-F1 (+ safety rules)": e.urgency_with_rules.macro_f1,
-            "critique recall (+ safety rules)": m.critique_recall()["model_with_safety_rules"],
-        }
+def _metrics(m: ModelReport) -> dict[str, float | None]:
+    e = m.evaluation
+    return {
+        "department accuracy": e.department.accuracy,
+        "department macro-F1": e.department.macro_f1,
+        "urgency accuracy": e.urgency.accuracy,
+        "urgency macro-F1": e.urgency.macro_f1,
+        "urgency macro-F1 (+ safety rules)": e.urgency_with_rules.macro_f1,
+        "critique recall (+ safety rules)": m.critique_recall()["model_with_safety_rules"],
+    }
 
-    ours, theirs = metrics(model), metrics(baseline)
+
+def _comparison(model: ModelReport, baseline: ModelReport) -> list[str]:
+    ours, theirs = _metrics(model), _metrics(baseline)
     rows = []
     for name, value in ours.items():
         other = theirs[name]
         delta = "—" if value is None or other is None else f"{100 * (value - other):+.1f}"
         rows.append([name, _score(value), _score(other), delta])
     return _table(("metric", "model", "baseline", "difference (points)"), rows)
+
+
+def _all_models(report: Report) -> list[str]:
+    """One column per model: the report's model, the baseline, then the compared ones."""
+    models = [report.model, *([report.baseline] if report.baseline else []), *report.others]
+    table = [_metrics(m) for m in models]
+    rows = [[name, *(_score(t[name]) for t in table)] for name in table[0]]
+    header = ("metric", *(f"`{m.version}`" for m in models))
+    notes = [f"- `{m.version}`: {m.description}" for m in models if m.description]
+    return [*_table(header, rows), "", *notes]
 
 
 def render_markdown(report: Report) -> str:
@@ -365,6 +390,8 @@ def render_markdown(report: Report) -> str:
     ]
     if baseline:
         lines += ["## Model against baseline", "", *_comparison(model, baseline), ""]
+    if report.others:
+        lines += ["## All models on the same requests", "", *_all_models(report), ""]
     lines += ["## Scores per class", ""]
     for head in (model.evaluation.department, model.evaluation.urgency):
         lines += _head_table(head)

@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--baseline", type=Path, metavar="DIR", help="a baseline model to compare side by side"
     )
+    evaluate.add_argument(
+        "--compare", type=Path, action="append", default=[], metavar="DIR",
+        help="another model directory for the report's comparison table (repeatable)",
+    )  # fmt: skip
     evaluate.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
     worker = commands.add_parser("worker", help="consume RabbitMQ: classify, route, deliver")
     worker.add_argument("--workers", type=int, help="delivery threads (default: settings)")
@@ -311,6 +315,7 @@ def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
             configuration.taxonomy,
             configuration.safety,
             baseline_dir=args.baseline,
+            compare=args.compare,
             routing=configuration.routing,
             limits=settings.limits,
         )

@@ -153,6 +153,31 @@ class TestBuildReport:
         assert f"| department macro-F1 | {model_f1:.3f} | " in markdown
         assert f"| {delta:+.1f} |" in markdown
 
+    def test_compared_models_get_a_column_each(
+        self,
+        baseline_model_dir: Path,
+        small_baseline_dir: Path,
+        taxonomy: Taxonomy,
+        safety_rules: SafetyRules,
+        tmp_path: Path,
+    ) -> None:
+        """--compare adds one column per model to a table of every model's headline scores."""
+        compared = build_report(
+            baseline_model_dir, [VALIDATION], taxonomy, safety_rules, compare=[small_baseline_dir]
+        )
+        write_report(compared, tmp_path)
+        markdown = (tmp_path / REPORT_MARKDOWN).read_text(encoding="utf-8")
+        small = compared.others[0]
+        assert "## All models on the same requests" in markdown
+        assert f"| metric | `{compared.model.version}` | `{small.version}` |" in markdown
+        row = (
+            f"| department macro-F1 | {compared.model.evaluation.department.macro_f1:.3f} | "
+            f"{small.evaluation.department.macro_f1:.3f} |"
+        )
+        assert row in markdown
+        stored = json.loads((tmp_path / REPORT_JSON).read_text(encoding="utf-8"))
+        assert [m["version"] for m in stored["compared"]] == [small.version]
+
     def test_same_directory_as_baseline_is_not_repeated(
         self, baseline_model_dir: Path, taxonomy: Taxonomy, safety_rules: SafetyRules
     ) -> None:
