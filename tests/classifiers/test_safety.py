@@ -24,6 +24,9 @@ NEAR_MISSES = (
     "je demande une copie de l'acte de décès de mon grand-père décédé en 1998",
     "Le gaz de ville sera-t-il raccordé au nouveau lotissement ?",
     "L'arbre du square mériterait un élagage cet hiver.",
+    "Ce matin j'ai trouvé par terre une enveloppe devant la banque.",
+    "Ma mère vit seule et aimerait le portage de repas à partir du mois prochain.",
+    "Nous cherchons un hébergement pour les enfants du centre de loisirs cet été.",
 )
 
 
@@ -66,6 +69,15 @@ class TestSafetyRules:
             ("CÂBLE À TERRE rue Jean Jaurès", "cable_a_terre"),
             ("Un  arbre   est\ttombé sur la route", "arbre_tombe"),
             ("Mon fils n'a pas été récupéré à la sortie de l'école", "enfant_non_recupere"),
+            (
+                "Pas de lumière chez M. Husson depuis deux soirs. Il a 90 ans et vit seul.",
+                "personne_vulnerable",
+            ),
+            ("ALERTE abonné 58-20417 : levée de doute impossible", "personne_vulnerable"),
+            (
+                "Une famille sera à la rue ce soir avec ses trois enfants dont un bébé",
+                "sans_abri_enfants",
+            ),
         ],
     )
     def test_rules_match_without_accents_and_in_capitals(
