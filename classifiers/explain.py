@@ -4,7 +4,8 @@ Two attribution methods, one presentation:
 
 - **occlusion** (any classifier that gives probabilities, used for the TF-IDF baseline, where
   a variant costs microseconds): each word of the subject and first sentences is removed in
-  turn, and its weight is how much the chosen label's probability drops without it;
+  turn (all its occurrences), and its weight is how much the chosen label's probability drops
+  without it;
 - **gradient × input** (the CamemBERT classifier): one backward pass from the chosen label's
   logit to the input embeddings; a token's weight is the dot product of that gradient with the
   difference between its embedding and the `<mask>` embedding — the first-order estimate of
@@ -35,7 +36,8 @@ _FUNCTION_WORDS_TEXT = """
     leurs lui m ma mais me mes moi mon n ne nos notre nous on ou où par pas pour qu que qui s sa
     se ses si son sur t ta te tes toi ton tu un une vos votre vous y c ça est sont ai as avons
     avez ont été être avoir bonjour madame monsieur merci cordialement svp the and to of is in
-    it for you my i we on at this that be are was
+    it for you my i we on at this that be are was devant derriere derrière depuis dans sous
+    entre chez vers très tres plus bien aussi tout tous toute toutes encore déjà deja comme
 """
 _FUNCTION_WORDS = frozenset(_FUNCTION_WORDS_TEXT.split())
 
@@ -89,10 +91,27 @@ def occlusion_weights(
     words: Sequence[Word],
     label_probability: Callable[[Sequence[str]], Sequence[float]],
 ) -> list[float]:
-    """Each word's weight: the drop of the label's probability when that word is removed."""
-    variants = [text] + [text[: w.start] + text[w.end :] for w in words]
+    """Each word's weight: the drop of the label's probability when that word is removed.
+
+    A word is removed everywhere at once (case aside): "chaussée" in the subject and again in
+    the text would otherwise each seem worthless, the other occurrence still standing. The
+    drop goes to its first occurrence; the others weigh nothing, so it is shown once.
+    """
+    groups: dict[str, list[int]] = {}
+    for index, word in enumerate(words):
+        groups.setdefault(word.text.lower(), []).append(index)
+    variants = [text]
+    for indices in groups.values():
+        kept, start = [], 0
+        for index in indices:
+            kept.append(text[start : words[index].start])
+            start = words[index].end
+        variants.append("".join(kept) + text[start:])
     probabilities = label_probability(variants)
-    return [probabilities[0] - p for p in probabilities[1:]]
+    weights = [0.0] * len(words)
+    for indices, probability in zip(groups.values(), probabilities[1:], strict=True):
+        weights[indices[0]] = probabilities[0] - probability
+    return weights
 
 
 def explained_text(subject: str, text: str, limit: int = EXPLAINED_CHARS) -> str:
