@@ -13,6 +13,7 @@ fingerprint, base and hyper-parameters) matches, and starts over otherwise.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import shutil
@@ -475,7 +476,9 @@ def finetune(
             "ece_after": after if kept else before,
         }
     created = datetime.now(UTC)
-    version = f"{KIND}-{created:%Y%m%d}-{digest[:8]}"
+    # Data, base and hyper-parameters: two runs on the same data from different bases differ.
+    run_digest = hashlib.sha256(json.dumps(run_key, sort_keys=True).encode()).hexdigest()
+    version = f"{KIND}-{created:%Y%m%d}-{run_digest[:8]}"
     classifier = CamembertClassifier(
         model,
         tokenizer,

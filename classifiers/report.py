@@ -362,11 +362,13 @@ def _comparison(model: ModelReport, baseline: ModelReport) -> list[str]:
 
 def _all_models(report: Report) -> list[str]:
     """One column per model: the report's model, the baseline, then the compared ones."""
-    models = [report.model, *([report.baseline] if report.baseline else []), *report.others]
-    table = [_metrics(m) for m in models]
+    named = [("model", report.model)]
+    named += [("baseline", report.baseline)] if report.baseline else []
+    named += [(f"compared {i}", m) for i, m in enumerate(report.others, 1)]
+    table = [_metrics(m) for _, m in named]
     rows = [[name, *(_score(t[name]) for t in table)] for name in table[0]]
-    header = ("metric", *(f"`{m.version}`" for m in models))
-    notes = [f"- `{m.version}`: {m.description}" for m in models if m.description]
+    header = ("metric", *(name for name, _ in named))
+    notes = [f"- {name}: `{m.version}`, {m.description}" for name, m in named]
     return [*_table(header, rows), "", *notes]
 
 

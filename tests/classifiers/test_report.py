@@ -169,7 +169,8 @@ class TestBuildReport:
         markdown = (tmp_path / REPORT_MARKDOWN).read_text(encoding="utf-8")
         small = compared.others[0]
         assert "## All models on the same requests" in markdown
-        assert f"| metric | `{compared.model.version}` | `{small.version}` |" in markdown
+        assert "| metric | model | compared 1 |" in markdown
+        assert f"- compared 1: `{small.version}`, tfidf-logreg" in markdown
         row = (
             f"| department macro-F1 | {compared.model.evaluation.department.macro_f1:.3f} | "
             f"{small.evaluation.department.macro_f1:.3f} |"
