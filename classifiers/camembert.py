@@ -285,7 +285,9 @@ class CamembertClassifier:
         longest = config.max_position_embeddings - self._pad_id - 1
         budget = self.options.max_tokens or MAX_TOKENS
         self.encoder = InputEncoder(tokenizer, min(budget, longest))
-        if self.options.dtype == "auto":
+        if self.options.quantize == "int8":
+            self.uses_bf16 = False  # int8 kernels take fp32 activations: int8 wins over bf16
+        elif self.options.dtype == "auto":
             self.uses_bf16 = native_bf16()
         else:
             self.uses_bf16 = self.options.dtype == "bf16"

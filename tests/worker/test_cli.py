@@ -167,7 +167,11 @@ class TestTrainEvaluate:
         assert code == exit_codes.OK
         assert "department: accuracy" in printed and "macro-F1" in printed
         assert "critique recall" in printed
-        assert json.loads(report.read_text(encoding="utf-8"))["examples"] == 36
+        labelled = sum(
+            len((Path(folder) / "labels.jsonl").read_text(encoding="utf-8").splitlines())
+            for folder in folders
+        )
+        assert json.loads(report.read_text(encoding="utf-8"))["examples"] == labelled
 
     def test_bad_hyperparameter_named(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
