@@ -188,15 +188,15 @@ class TriageModel(torch.nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Department and urgency logits, each of shape (batch, labels)."""
-        output = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        first = self.dropout(output.last_hidden_state[:, 0])
-        return self.department(first), self.urgency(first)
+        return self._heads(self.encoder(input_ids=input_ids, attention_mask=attention_mask))
 
     def from_embeddings(
         self, embeddings: torch.Tensor, attention_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`forward` from word embeddings (unpadded rows), for gradient attributions."""
-        output = self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask)
+        return self._heads(self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask))
+
+    def _heads(self, output: Any) -> tuple[torch.Tensor, torch.Tensor]:
         first = self.dropout(output.last_hidden_state[:, 0])
         return self.department(first), self.urgency(first)
 
