@@ -229,6 +229,16 @@ def from_pretrained(
     return TriageModel(encoder.config, labels, encoder=encoder), tokenizer
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: decoupled weight decay on weight matrices and embeddings, none on
+    biases and layer-norm scales (the one-dimensional parameters)."""
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for _, p in named if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
 def quantize_int8(model: TriageModel) -> torch.nn.Module:
     """A copy of `model` whose linear layers compute in int8 with dynamic activation scales."""
     from torch.ao.quantization import quantize_dynamic
@@ -368,9 +378,9 @@ class CamembertClassifier:
             embeddings = table(torch.tensor([ids])).detach().requires_grad_(True)
             outputs = self.model.from_embeddings(embeddings, torch.ones(1, len(ids)))
             evidence: list[Evidence] = []
+            labels = model_labels(prediction)
             for head, output in zip(HEADS, outputs, strict=True):
-                label = model_labels(prediction)[head]
-                target = output[0, self.labels[head].index(label)]
+                target = output[0, self.labels[head].index(labels[head])]
                 (gradient,) = torch.autograd.grad(target, embeddings, retain_graph=True)
                 tokens = (gradient * (embeddings - reference)).sum(-1)[0].tolist()
                 weights = [0.0] * len(words)

@@ -41,6 +41,7 @@ from classifiers.camembert import (
     InferenceOptions,
     InputEncoder,
     TriageModel,
+    decay_groups,
     from_pretrained,
     model_metadata,
     pad_batch,
@@ -362,15 +363,7 @@ def finetune(
         for head in HEADS
     }
 
-    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": args.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=args.learning_rate,
-    )
+    optimizer = torch.optim.AdamW(decay_groups(model, args.weight_decay), lr=args.learning_rate)
     batches = -(-len(train) // args.batch_size)
     steps_per_epoch = -(-batches // args.gradient_accumulation)
     total_steps = steps_per_epoch * args.epochs
@@ -486,6 +479,8 @@ def finetune(
         version,
         InferenceOptions(max_tokens=encoder.max_tokens, batch_size=args.batch_size, dtype="fp32"),
     )
+    # fp32 (the classifier's options): the reference the faster variants are checked against.
+    validation_scores = evaluate(classifier, held_out, taxonomy, safety)
     metadata = model_metadata(
         classifier,
         base_checkpoint=base_name,
@@ -499,13 +494,15 @@ def finetune(
         hyperparameters=dataclasses.asdict(args),
         calibration=calibration,
         metrics={
-            "validation": evaluate(classifier, held_out, taxonomy, safety).to_dict(),
+            "validation": validation_scores.to_dict(),
             "best_epoch": state.best_epoch,
             "history": [dataclasses.asdict(r) for r in state.history],
         },
     )
     # Which faster variants (bf16, int8) keep the validation scores: loading honours this.
-    metadata[VARIANTS_KEY] = check_variants(classifier, held_out, taxonomy, safety)
+    metadata[VARIANTS_KEY] = check_variants(
+        classifier, held_out, taxonomy, safety, fp32_scores=validation_scores
+    )
     metadata["timing"] = {
         "training_seconds": state.seconds,
         "examples_seen": state.examples_seen,

@@ -33,7 +33,7 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from transformers import CamembertForMaskedLM, PreTrainedTokenizerFast
 
 from classifiers.arguments import check_fields
-from classifiers.camembert import library_versions
+from classifiers.camembert import decay_groups, library_versions
 from classifiers.pretrain_corpus import Source
 from classifiers.tokenizer import tiny_config, train_tokenizer
 
@@ -204,14 +204,7 @@ def _evaluate(
 
 
 def _optimizer(model: torch.nn.Module, args: PretrainArguments) -> torch.optim.AdamW:
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": args.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    groups = decay_groups(model, args.weight_decay)
     return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(0.9, 0.98), eps=1e-6)
 
 

@@ -19,7 +19,7 @@ import structlog
 
 from classifiers.camembert import CamembertClassifier, InferenceOptions, native_bf16
 from classifiers.dataset import LabelledRequest
-from classifiers.evaluation import evaluate
+from classifiers.evaluation import Evaluation, evaluate
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 
@@ -40,15 +40,19 @@ def check_variants(
     examples: Sequence[LabelledRequest],
     taxonomy: Taxonomy,
     safety: SafetyRules,
+    fp32_scores: Evaluation | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each variant's macro-F1 per head against fp32 on `examples`, and whether it is allowed.
 
+    `fp32_scores`, when the caller already has them, are the fp32 scores on the same examples.
     bf16 is checked only where the CPU has it natively (emulated bf16 is slower than fp32, so it
     would never be used); it is then recorded as unchecked.
     """
     reference_options = dataclasses.replace(classifier.options, dtype="fp32", quantize="none")
-    reference = classifier.with_options(reference_options)
-    baseline = evaluate(reference, examples, taxonomy, safety)
+    if fp32_scores is None:
+        reference = classifier.with_options(reference_options)
+        fp32_scores = evaluate(reference, examples, taxonomy, safety)
+    baseline = fp32_scores
     verdicts: dict[str, dict[str, Any]] = {}
     for name in ("bf16", "int8"):
         if name == "bf16" and not native_bf16():
