@@ -39,7 +39,7 @@ camembert: install
 default-model: install
 	$(BIN)/triage train --data data/train --validation data/validation --out $(MODEL)
 	$(BIN)/triage evaluate --model $(MODEL) data/test --report $(MODEL)/report \
-		--compare models/camembert --compare models/camembert-random
+		$(foreach dir,$(wildcard models/camembert models/camembert-random),--compare $(dir))
 
 demo: install
 	$(BIN)/triage demo

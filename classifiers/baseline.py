@@ -34,6 +34,7 @@ from classifiers.explain import (
     words_of,
 )
 from classifiers.model_dir import ModelFiles, read_json, write_json
+from classifiers.pseudonymise import pseudonymise
 from classifiers.text import classifier_input
 from worker.errors import ModelError
 from worker.request import Request
@@ -148,7 +149,9 @@ class TfidfBaseline:
         return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
 
     def _probability_of(self, head: str, column: int, texts: Sequence[str]) -> list[float]:
-        return [float(p) for p in self.probabilities(texts)[head][:, column]]
+        # Occlusion edits the raw text agents read; the model sees it as it sees any input.
+        scores = self.probabilities([pseudonymise(text) for text in texts])
+        return [float(p) for p in scores[head][:, column]]
 
     def explain(
         self, requests: Sequence[Request], predictions: Sequence[Prediction]

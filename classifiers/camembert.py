@@ -37,6 +37,7 @@ from classifiers.calibration import FloatArray, softmax
 from classifiers.explain import EXPLAINED_CHARS, Word, model_labels, top_phrases, words_of
 from classifiers.model_card import render_model_card
 from classifiers.model_dir import METADATA_FILE, ModelFiles
+from classifiers.pseudonymise import pseudonymise
 from classifiers.taxonomy import Taxonomy
 from worker.errors import ModelError
 from worker.request import Request
@@ -153,7 +154,14 @@ class InputEncoder:
         return list(pair.ids), spans
 
     def encode_requests(self, requests: Sequence[Request]) -> list[list[int]]:
-        return self.encode([r.subject for r in requests], [r.classifier_text for r in requests])
+        """Subject and text as a pair, pseudonymised as `classifier_input` does for every model.
+
+        (Explanations encode the raw text instead: their spans must point into what agents read.)
+        """
+        return self.encode(
+            [pseudonymise(r.subject) for r in requests],
+            [pseudonymise(r.classifier_text) for r in requests],
+        )
 
 
 class TriageModel(torch.nn.Module):
