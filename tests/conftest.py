@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import capture_logs
 
 from classifiers import Taxonomy, load_taxonomy
 from classifiers.base import LabelScores, Prediction
@@ -18,6 +22,8 @@ from worker.request import Channel, Request
 from worker.routing import RoutingConfig, load_routing
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+LogEntries = list[MutableMapping[str, Any]]
 CONFIG_DIR = PROJECT_ROOT / "config"
 DATA_DIR = PROJECT_ROOT / "data"
 
@@ -54,6 +60,18 @@ def baseline_model(baseline_model_dir: Path, taxonomy: Taxonomy) -> TfidfBaselin
     from classifiers.model_dir import read_model_files
 
     return TfidfBaseline.load(read_model_files(baseline_model_dir, taxonomy))
+
+
+@pytest.fixture
+def logs() -> Iterator[LogEntries]:
+    """Log events at every level, whatever level an earlier test configured."""
+    wrapper = structlog.get_config()["wrapper_class"]
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as entries:
+            yield entries
+    finally:
+        structlog.configure(wrapper_class=wrapper)
 
 
 def make_request(

@@ -138,6 +138,57 @@ class InferenceSettings(BaseModel):
     )
 
 
+_AGE = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$")
+_AGE_DAYS = {"d": 1, "w": 7, "m": 30, "y": 365}
+
+
+def parse_age(value: str) -> int:
+    """An age such as `12m`, `90d`, `2y` or `6w`, in days (a month counts 30 days, a year 365)."""
+    match = _AGE.match(value)
+    if match is None:
+        raise ValueError(f"expected a number and a unit d, w, m or y (e.g. 12m), got {value!r}")
+    days = int(match.group(1)) * _AGE_DAYS[match.group(2)]
+    if days < 1:
+        raise ValueError(f"an age must be at least one day, got {value!r}")
+    return days
+
+
+class FeedbackSettings(BaseModel):
+    """Agents' corrections: where they are stored, for how long, how they reach the worker."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db: Path | None = Field(default=None, description="Default: <state_dir>/feedback.sqlite")
+    retention: str = Field(default="12m", description="Stored texts older than this are purged.")
+    remember_requests: bool = Field(
+        default=True,
+        description="Keep each triaged request's pseudonymised text, so that a later correction "
+        "of it can become a training example (purged after `retention`).",
+    )
+    forward_address: str | None = Field(
+        default=None,
+        description="Agents forward a misrouted request here with `service: <key>` on top.",
+    )
+    scan_accounts: tuple[str, ...] = Field(
+        default=(), description="IMAP accounts scanned for moved requests; default: all in use."
+    )
+
+    @field_validator("retention")
+    @classmethod
+    def _an_age(cls, value: str) -> str:
+        parse_age(value)
+        return value
+
+    @field_validator("forward_address")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        return None if value is None else parse_address(value)
+
+    @property
+    def retention_days(self) -> int:
+        return parse_age(self.retention)
+
+
 class Settings(BaseSettings):
     """Process-wide settings of the worker and the command line."""
 
@@ -146,7 +197,14 @@ class Settings(BaseSettings):
     )
 
     config_dir: Path = Field(default=PROJECT_ROOT / "config", description="taxonomy/routing/safety")
-    model_dir: Path = Field(default=PROJECT_ROOT / "models" / "default")
+    model_dir: Path | None = Field(
+        default=None,
+        description="Pin one model directory; default: the model registry's current version.",
+    )
+    models_root: Path = Field(
+        default=PROJECT_ROOT / "models",
+        description="The model registry: versions, the `current` pointer, the shipped `default`.",
+    )
     state_dir: Path = Field(
         default=Path("var"), description="Default home of what the worker writes."
     )
@@ -167,6 +225,7 @@ class Settings(BaseSettings):
     own_addresses: tuple[str, ...] = Field(
         default=(), description="The mairie's addresses or @domains: never acknowledged."
     )
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -211,6 +270,10 @@ class Settings(BaseSettings):
     @property
     def idempotency_path(self) -> Path:
         return self.worker.idempotency_db or self.state_dir / "deliveries.sqlite"
+
+    @property
+    def feedback_path(self) -> Path:
+        return self.feedback.db or self.state_dir / "feedback.sqlite"
 
 
 class _FileSettings(Settings):

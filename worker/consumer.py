@@ -40,7 +40,7 @@ from worker.broker import (
     encode_classification,
 )
 from worker.errors import ParseError, TransientError, TriageError, safe_reason
-from worker.pipeline import Classified, Pipeline
+from worker.pipeline import Classified, Pipeline, Taken
 from worker.request import CONTENT_TYPES, Channel, RawRequest
 
 log = structlog.get_logger("worker.consumer")
@@ -170,31 +170,36 @@ class TriageWorker:
         stamps = [m.timestamp for m in messages if m.timestamp]
         if stamps:
             self.observer.lag(max(0.0, time.time() - min(stamps)))
-        parsed = []
+        parsed: list[tuple[Message, Taken]] = []
         for message in messages:
             raw = RawRequest(
                 payload=message.body, channel=channel_of(message), origin=message.queue
             )
             try:
-                parsed.append((message, raw, self.pipeline.parse(raw)))
+                parsed.append((message, self.pipeline.take(raw)))
             except ParseError as exc:
                 self._dead_letter(message, raw, raw.fallback_id, exc, stage="parse", attempts=0)
         if not parsed:
             return
         try:
-            classified = self.pipeline.classify([request for _, _, request in parsed])
+            classified = self.pipeline.classify(
+                [taken.request for _, taken in parsed], [taken.correction for _, taken in parsed]
+            )
         except Exception as exc:  # a model failure is dead-lettered, never retried in a loop
             log.error("batch.classification_failed", error_class=type(exc).__name__)
-            for message, raw, request in parsed:
-                self._dead_letter(message, raw, request.id, exc, stage="classify", attempts=0)
+            for message, taken in parsed:
+                self._dead_letter(
+                    message, taken.raw, taken.request.id, exc, stage="classify", attempts=0
+                )
             return
         self.observer.batch(len(parsed), self._clock() - started)
-        for (message, raw, _), item in zip(parsed, classified, strict=True):
+        for (message, taken), item in zip(parsed, classified, strict=True):
+            raw = taken.raw  # for a forward-back: the original request, re-routed
             try:
                 self.broker.publish(
                     self.topology.deliver,
                     DELIVER_ROUTING_KEY,
-                    message.body,
+                    raw.payload,
                     headers={
                         HEADER_REQUEST_ID: item.request.id,
                         HEADER_CHANNEL: raw.channel.value,

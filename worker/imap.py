@@ -8,10 +8,12 @@ Foreign errors become `ImapUnavailableError` (transient: network, timeouts, serv
 
 from __future__ import annotations
 
+import email.parser
 import imaplib
 import os
 import ssl
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from imapclient import IMAPClient
@@ -22,8 +24,26 @@ from worker.errors import ConfigError, PermanentError, TransientError
 
 T = TypeVar("T")
 
+TRIAGE_FIELDS = (
+    b"X-TRIAGE-REQUEST-ID",
+    b"X-TRIAGE-DEPARTMENT",
+    b"X-TRIAGE-URGENCY",
+    b"X-TRIAGE-REVIEW",
+    b"X-TRIAGE-MODEL",
+)
+
 PROCESSED_KEYWORD = "$Triaged"
 SKIPPED_KEYWORD = "$TriageSkipped"
+
+
+@dataclass(frozen=True)
+class TriagedMessage:
+    """A message we filed, as it sits now: its folder, triage headers and IMAP keywords."""
+
+    uid: int
+    folder: str
+    headers: dict[str, str]  # lower-case names
+    keywords: frozenset[str]
 
 
 class ImapUnavailableError(TransientError):
@@ -190,6 +210,52 @@ class ImapSession:
             self.client.select_folder(folder)
             self.selected = folder
             return list(self.client.search(["HEADER", header, value]))
+
+        return self._guard(work)
+
+    def folders(self) -> list[str]:
+        """Names of every folder of the account."""
+        return self._guard(lambda: [str(entry[2]) for entry in self.client.list_folders()])
+
+    def triaged(self, folder: str) -> list[TriagedMessage]:
+        """Messages of `folder` carrying our triage headers, with their keywords (read-only)."""
+
+        def work() -> list[TriagedMessage]:
+            self.client.select_folder(folder, readonly=True)
+            self.selected = None  # read-only: the intake must select again before marking
+            uids = list(self.client.search(["HEADER", "X-Triage-Request-Id", ""]))
+            if not uids:
+                return []
+            fields = b"BODY.PEEK[HEADER.FIELDS (" + b" ".join(TRIAGE_FIELDS) + b")]"
+            fetched = self.client.fetch(uids, [fields, b"FLAGS"])
+            found = []
+            for uid, data in sorted(fetched.items()):
+                # The reply's key echoes the request in the server's own spelling: match loosely.
+                block = next((bytes(v) for k, v in data.items() if k.startswith(b"BODY[")), b"")
+                headers = email.parser.BytesHeaderParser().parsebytes(block)
+                flags = {bytes(flag).decode("ascii", "replace") for flag in data.get(b"FLAGS", ())}
+                found.append(
+                    TriagedMessage(
+                        uid=int(uid),
+                        folder=folder,
+                        headers={
+                            name.lower(): str(value).strip() for name, value in headers.items()
+                        },
+                        keywords=frozenset(flags),
+                    )
+                )
+            return found
+
+        return self._guard(work)
+
+    def fetch_from(self, folder: str, uid: int) -> bytes | None:
+        """One message of `folder`, read-only; None if it vanished meanwhile."""
+
+        def work() -> bytes | None:
+            self.client.select_folder(folder, readonly=True)
+            self.selected = None
+            entry = self.client.fetch([uid], ["BODY.PEEK[]"]).get(uid)
+            return bytes(entry[b"BODY[]"]) if entry and b"BODY[]" in entry else None
 
         return self._guard(work)
 

@@ -31,6 +31,7 @@ from worker import exit_codes
 from worker.config import ImapAccount
 from worker.daemon import install_stop_signals
 from worker.errors import ConfigError, ParseError, PermanentError, TransientError
+from worker.feedback import FeedbackStore
 from worker.imap import PROCESSED_KEYWORD, SKIPPED_KEYWORD, ImapSession, account_password
 from worker.intake_sinks import Sink, pipeline_sink, rabbit_sink
 from worker.parsing import ParseLimits, parse_email
@@ -244,8 +245,10 @@ def run_imap_intake(
     if not names:
         raise ConfigError("settings", "intake.imap_accounts", "no IMAP account to watch")
     broker: RabbitBroker | None = None
-    if embedded:
-        sink = pipeline_sink(build_pipeline(configuration))
+    feedback: FeedbackStore | None = None
+    if embedded:  # the pipeline runs here: it keeps texts and corrections as the worker does
+        feedback = FeedbackStore(settings.feedback_path)
+        sink = pipeline_sink(build_pipeline(configuration, feedback=feedback))
     else:
         topology = topology_of(settings)
         broker = RabbitBroker(settings.broker, topology, queue_departments(configuration.routing))
@@ -272,6 +275,8 @@ def run_imap_intake(
     log.info("intake.imap_ready", accounts=list(names), mode="embedded" if embedded else "rabbitmq")
     run_until(intakes, stop)
     state.close()
+    if feedback is not None:
+        feedback.close()
     if broker is not None:
         broker.close()
     return exit_codes.OK

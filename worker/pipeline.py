@@ -17,7 +17,7 @@ from enum import StrEnum
 
 import structlog
 
-from classifiers.base import Classifier, Prediction, explain
+from classifiers.base import Classifier, LabelScores, Prediction, explain
 from classifiers.safety import SafetyRules
 from classifiers.text import classifier_input
 from worker.acknowledgement import Acknowledger
@@ -25,6 +25,8 @@ from worker.decision_log import DecisionLog, DecisionRecord
 from worker.delivery.base import Deliverer, Delivery, Receipt
 from worker.delivery.message import render_dead_letter, render_triaged
 from worker.errors import DeliveryError, ParseError, TransientError, safe_reason
+from worker.feedback import FeedbackStore
+from worker.forward_back import ForwardBack, ForwardBackReader
 from worker.idempotency import DeliveryStore
 from worker.parsing import ParseLimits, parse_raw
 from worker.request import RawRequest, Request
@@ -60,6 +62,33 @@ class Classified:
     decision: RoutingDecision
 
 
+@dataclass(frozen=True)
+class Taken:
+    """A request as received: what to classify and deliver, and the correction it carries.
+
+    For a forward-back, `raw` and `request` are the original request being re-routed.
+    """
+
+    raw: RawRequest
+    request: Request
+    correction: ForwardBack | None = None
+
+
+def corrected(prediction: Prediction, correction: ForwardBack) -> Prediction:
+    """The prediction with an agent's labels: certain, the model's probabilities kept."""
+    department = LabelScores(
+        label=correction.department,
+        confidence=1.0,
+        probabilities=prediction.department.probabilities,
+    )
+    update: dict[str, object] = {"department": department}
+    if correction.urgency is not None:
+        update["urgency"] = LabelScores(
+            label=correction.urgency, confidence=1.0, probabilities=prediction.urgency.probabilities
+        )
+    return prediction.model_copy(update=update)
+
+
 class Pipeline:
     """The triage steps over a classifier, rules, routing, deliverers and the decision log."""
 
@@ -78,6 +107,9 @@ class Pipeline:
         store: DeliveryStore | None = None,
         acknowledger: Acknowledger | None = None,
         explanations: bool = False,
+        feedback: FeedbackStore | None = None,
+        remember_requests: bool = True,
+        forward_back: ForwardBackReader | None = None,
     ) -> None:
         missing = set(routing.destinations) - set(deliverers)
         if missing:
@@ -94,6 +126,9 @@ class Pipeline:
         self.store = store
         self.acknowledger = acknowledger
         self.explanations = explanations
+        self.feedback = feedback
+        self.remember_requests = remember_requests
+        self.forward_back = forward_back
 
     def parse(self, raw: RawRequest) -> Request:
         request = parse_raw(raw, self.limits)
@@ -106,15 +141,42 @@ class Pipeline:
         )
         return request
 
-    def classify(self, requests: Sequence[Request]) -> list[Classified]:
-        """Classify a batch in one model call, then apply the safety rules and route each."""
-        predictions = self.classifier.predict(requests)
+    def take(self, raw: RawRequest) -> Taken:
+        """Parse a request; a forward-back yields its original and the agent's correction."""
+        request = self.parse(raw)
+        reader = self.forward_back
+        if reader is None or not reader.addressed_to_us(raw):
+            return Taken(raw, request)
+        correction = reader.read(raw, request)
+        if correction.original is raw:
+            return Taken(raw, request, correction)
+        return Taken(correction.original, self.parse(correction.original), correction)
+
+    def classify(
+        self,
+        requests: Sequence[Request],
+        corrections: Sequence[ForwardBack | None] | None = None,
+    ) -> list[Classified]:
+        """Classify a batch in one model call, then apply the safety rules and route each.
+
+        A request with a correction (a forward-back) gets the agent's labels, and the correction
+        is recorded in the feedback store.
+        """
+        classifier = self.classifier  # read once: a hot reload may swap it during the batch
+        predictions = classifier.predict(requests)
         if self.explanations:
-            predictions = explain(self.classifier, requests, predictions)
+            predictions = explain(classifier, requests, predictions)
         classified = []
-        for request, prediction in zip(requests, predictions, strict=True):
+        fixes = corrections or [None] * len(requests)
+        for request, prediction, correction in zip(requests, predictions, fixes, strict=True):
             prediction = self.safety.apply(prediction, classifier_input(request))
+            if correction is not None:
+                self._record_correction(request, prediction, correction)
+                prediction = corrected(prediction, correction)
             decision = route(prediction, self.routing)
+            if correction is not None:
+                reasons = (*decision.reasons, "corrected by an agent (forward-back)")
+                decision = decision.model_copy(update={"reasons": reasons})
             log.info(
                 "request.classified",
                 request_id=request.id,
@@ -127,6 +189,28 @@ class Pipeline:
             )
             classified.append(Classified(request, prediction, decision))
         return classified
+
+    def _record_correction(
+        self, request: Request, prediction: Prediction, correction: ForwardBack
+    ) -> None:
+        """Store the agent's labels against the request they correct (or this one)."""
+        request_id = correction.corrected_id or request.id
+        if self.feedback is None:
+            log.warning("feedback.not_recorded", request_id=request_id, why="no feedback store")
+            return
+        remembered = self.feedback.remembered(request_id)
+        self.feedback.correct(
+            request_id,
+            department=correction.department,
+            urgency=correction.urgency,
+            source="forward",
+            text=remembered.text if remembered else classifier_input(request),
+            predicted_department=(
+                remembered.department if remembered else prediction.department.label
+            ),
+            predicted_urgency=remembered.urgency if remembered else prediction.urgency.label,
+            model_version=remembered.model_version if remembered else prediction.model_version,
+        )
 
     def deliver(self, raw: RawRequest, item: Classified) -> tuple[Receipt, ...]:
         """Deliver to every destination and record the decision; raises `DeliveryError`."""
@@ -155,6 +239,17 @@ class Pipeline:
             )
             receipts.append(receipt)
         self.decisions.record(self._record(item, "delivered"))
+        if self.feedback is not None and self.remember_requests:
+            self.feedback.remember(
+                item.request.id,
+                classifier_input(item.request),
+                department=item.prediction.department.label,
+                urgency=item.prediction.urgency.label,
+                model_version=item.prediction.model_version,
+                channel=item.request.channel.value,
+                destinations=item.decision.destinations,
+                review=item.decision.needs_review,
+            )
         if self.acknowledger is not None:  # never fails the request; at most one per request
             self.acknowledger.acknowledge(delivery)
         return tuple(receipts)
@@ -224,22 +319,25 @@ class Pipeline:
     def process(self, raws: Sequence[RawRequest]) -> list[Outcome]:
         """Run a batch end to end; one outcome per input, in order."""
         outcomes: dict[int, Outcome] = {}
-        parsed: list[tuple[int, RawRequest, Request]] = []
+        parsed: list[tuple[int, Taken]] = []
         for index, raw in enumerate(raws):
             try:
-                parsed.append((index, raw, self.parse(raw)))
+                parsed.append((index, self.take(raw)))
             except ParseError as exc:
                 outcomes[index] = self._give_up(raw, raw.fallback_id, exc)
         if parsed:
             try:
-                classified = self.classify([request for _, _, request in parsed])
+                classified = self.classify(
+                    [taken.request for _, taken in parsed],
+                    [taken.correction for _, taken in parsed],
+                )
             except Exception as exc:  # a model failure must not lose the batch
                 log.error("batch.classification_failed", error_class=type(exc).__name__)
-                for index, raw, request in parsed:
-                    outcomes[index] = self._give_up(raw, request.id, exc)
+                for index, taken in parsed:
+                    outcomes[index] = self._give_up(taken.raw, taken.request.id, exc)
             else:
-                for (index, raw, _), item in zip(parsed, classified, strict=True):
-                    outcomes[index] = self._deliver_with_retries(raw, item)
+                for (index, taken), item in zip(parsed, classified, strict=True):
+                    outcomes[index] = self._deliver_with_retries(taken.raw, item)
         return [outcomes[index] for index in range(len(raws))]
 
     def _deliver_with_retries(self, raw: RawRequest, item: Classified) -> Outcome:

@@ -5,24 +5,21 @@ from __future__ import annotations
 import email
 import http.client
 import json
-import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import SecretStr
-from structlog.testing import capture_logs
 
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, LogEntries
 from tests.twins import FlakyDeliverer, KeywordClassifier
 from worker import exit_codes
 from worker.broker import (
@@ -69,8 +66,6 @@ LAMPADAIRE = json.dumps(
     },
     ensure_ascii=False,
 ).encode("utf-8")
-
-LogEntries = list[MutableMapping[str, Any]]
 
 
 def _form(name: str) -> bytes:
@@ -192,18 +187,6 @@ def publish() -> FakePublish:
 @pytest.fixture
 def intake(start: Start, publish: FakePublish) -> Intake:
     return start(publish)
-
-
-@pytest.fixture
-def logs() -> Iterator[LogEntries]:
-    """Log events at every level, whatever level an earlier test configured."""
-    wrapper = structlog.get_config()["wrapper_class"]
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
-    try:
-        with capture_logs() as entries:
-            yield entries
-    finally:
-        structlog.configure(wrapper_class=wrapper)
 
 
 def _maildir_files(root: Path, destination: str) -> list[Path]:
