@@ -7,11 +7,14 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY classifiers ./classifiers
 COPY config ./config
-COPY models ./models
+# The model registry (shipped default, retrained versions, the `current` pointer) lives in the
+# state volume, writable by `triage retrain` / `triage model promote`; a named volume is filled
+# with the image's copy on first use.
+COPY --chown=triage:triage models /var/lib/mairie-triage/models
 RUN pip install --no-cache-dir .
 USER triage
 ENV TRIAGE_STATE_DIR=/var/lib/mairie-triage TRIAGE_LOG_FORMAT=json \
-    TRIAGE_CONFIG_DIR=/opt/mairie-triage/config TRIAGE_MODEL_DIR=/opt/mairie-triage/models/default
+    TRIAGE_CONFIG_DIR=/opt/mairie-triage/config TRIAGE_MODELS_ROOT=/var/lib/mairie-triage/models
 EXPOSE 9108
 ENTRYPOINT ["triage"]
 CMD ["worker"]

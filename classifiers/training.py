@@ -1,9 +1,10 @@
-"""Training a model directory from labelled folders (the baseline for now)."""
+"""Training a model directory from labelled folders and already-loaded examples (the baseline)."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,27 @@ def _calibrate(
     return report
 
 
+def examples_fingerprint(examples: Iterable[LabelledRequest]) -> str:
+    """`dataset.fingerprint`, extended to examples whose `path` names no file.
+
+    Such an example (a stored correction, say) is digested from its request id, text and labels.
+    Examples all read from files keep exactly the digest `dataset.fingerprint` gives them.
+    """
+    entries = list(examples)
+    files = [e for e in entries if e.path.is_file()]
+    if len(files) == len(entries):
+        return fingerprint(entries)
+    loaded = sorted(
+        hashlib.sha256(
+            f"{e.request.id}|{e.request.subject}|{e.request.classifier_text}|"
+            f"{e.department}|{e.urgency}".encode()
+        ).hexdigest()
+        for e in entries
+        if not e.path.is_file()
+    )
+    return hashlib.sha256("\n".join([fingerprint(files), *loaded]).encode()).hexdigest()
+
+
 def train_baseline(
     data: Sequence[Path],
     out: Path,
@@ -73,24 +95,30 @@ def train_baseline(
     validation: Sequence[Path] = (),
     options: BaselineOptions | None = None,
     limits: ParseLimits | None = None,
+    examples: Sequence[LabelledRequest] = (),
+    examples_source: str = "already loaded",
 ) -> TrainingResult:
-    """Train the TF-IDF baseline on `data`, calibrate and score it on `validation`, write `out`.
+    """Train the TF-IDF baseline on `data` plus `examples`, calibrate and score it on
+    `validation`, write `out`.
 
-    The directory is written next to `out` and renamed into place, so an interrupted run never
-    leaves a half-written model where the worker would load it.
+    `examples` are labelled requests already in memory (corrections, for instance); the
+    metadata records how many there were and `examples_source`, and the training fingerprint
+    covers them. The directory is written next to `out` and renamed into place, so an
+    interrupted run never leaves a half-written model where the worker would load it.
     """
     options = options or BaselineOptions()
-    examples = load_labelled(data, taxonomy, limits)
-    if len(examples) < 2:
+    loaded = list(examples)
+    training = load_labelled(data, taxonomy, limits) + loaded
+    if len(training) < 2:
         raise ModelError("at least two labelled requests are needed to train")
     held_out = load_labelled(validation, taxonomy, limits) if validation else []
-    digest = fingerprint(examples)
+    digest = examples_fingerprint(training)
     created = datetime.now(UTC)
     version = f"{baseline.KIND}-{created:%Y%m%d}-{digest[:8]}"
     labels = {"department": taxonomy.department_keys, "urgency": taxonomy.urgency_keys}
     model = TfidfBaseline.fit(
-        [classifier_input(e.request) for e in examples],
-        {"department": [e.department for e in examples], "urgency": [e.urgency for e in examples]},
+        [classifier_input(e.request) for e in training],
+        {"department": [e.department for e in training], "urgency": [e.urgency for e in training]},
         labels,
         regularisation=options.regularisation,
         seed=options.seed,
@@ -105,9 +133,11 @@ def train_baseline(
         "training_data": {
             "folders": [str(folder) for folder in data],
             "validation_folders": [str(folder) for folder in validation],
-            "examples": len(examples),
+            "examples": len(training),
             "validation_examples": len(held_out),
             "fingerprint": digest,
+            # Only when given, so that folder-only metadata stays as it was.
+            **({"loaded": {"examples": len(loaded), "source": examples_source}} if loaded else {}),
         },
         "hyperparameters": {"regularisation": options.regularisation, "seed": options.seed},
         "calibration": calibration,
@@ -119,4 +149,4 @@ def train_baseline(
         },
     }
     write_model_directory(model, out, metadata, render_model_card(metadata, taxonomy))
-    return TrainingResult(out, version, len(examples), scores)
+    return TrainingResult(out, version, len(training), scores)

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from worker import exit_codes
+from worker import cli_feedback, cli_models, exit_codes
 from worker.broker import BrokerError
 from worker.config import PROJECT_ROOT, Settings, load_settings
 from worker.errors import ConfigError, ModelError, ParseError
 from worker.logs import configure_logging
-from worker.runtime import Configuration, build_pipeline, load_configuration
+from worker.runtime import Configuration, active_model_dir, build_pipeline, load_configuration
 
 DEFAULT_SAMPLES = PROJECT_ROOT / "data" / "samples"
 DEFAULT_SHARED = PROJECT_ROOT.parent / "shared" / "data"
@@ -126,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--request-id", action="append", default=[], dest="request_ids")
     purge = dlq_commands.add_parser("purge", help="delete them for good")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cli_feedback.add_parsers(commands)
+    cli_models.add_parsers(commands)
     return parser
 
 
@@ -299,7 +301,7 @@ def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
 
     settings = configuration.settings
     classifier = load_classifier(
-        args.model or settings.model_dir, configuration.taxonomy, settings.inference
+        args.model or active_model_dir(settings), configuration.taxonomy, settings.inference
     )
     examples = load_labelled(args.folders, configuration.taxonomy, settings.limits)
     scores = evaluate(classifier, examples, configuration.taxonomy, configuration.safety)
@@ -310,7 +312,7 @@ def _evaluate(configuration: Configuration, args: argparse.Namespace) -> int:
         from classifiers.report import build_report, write_report
 
         report = build_report(
-            args.model or settings.model_dir,
+            args.model or active_model_dir(settings),
             args.folders,
             configuration.taxonomy,
             configuration.safety,
@@ -345,6 +347,8 @@ _COMMANDS = {
     "intake": _intake,
     "status": _status,
     "dlq": _dlq,
+    **cli_feedback.COMMANDS,
+    **cli_models.COMMANDS,
 }
 
 

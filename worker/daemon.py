@@ -6,15 +6,20 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
-from classifiers import Classifier
+from classifiers import Classifier, load_classifier
+from classifiers.registry import ModelRegistry
 from worker import exit_codes
 from worker.consumer import TriageWorker, WorkerOptions
+from worker.feedback import FeedbackStore
 from worker.idempotency import DeliveryStore
 from worker.metrics import WorkerMetrics, health_report, serve
+from worker.model_watch import ModelWatcher
+from worker.pipeline import Pipeline
 from worker.rabbitmq import RabbitBroker
 from worker.routing import queue_departments
 from worker.runtime import Configuration, build_pipeline, topology_of
@@ -48,8 +53,14 @@ def run_worker(
     topology = topology_of(settings)
     broker = RabbitBroker(settings.broker, topology, queue_departments(configuration.routing))
     store = DeliveryStore(settings.idempotency_path)
+    feedback = FeedbackStore(settings.feedback_path)
     pipeline = build_pipeline(
-        configuration, classifier=classifier, broker=broker, topology=topology, store=store
+        configuration,
+        classifier=classifier,
+        broker=broker,
+        topology=topology,
+        store=store,
+        feedback=feedback,
     )
     if not broker.start(wait=settings.broker.connect_timeout):
         log.error("worker.cannot_connect", timeout=settings.broker.connect_timeout)
@@ -63,6 +74,7 @@ def run_worker(
         delivery_threads=workers or settings.worker.workers,
         max_attempts=settings.worker.max_attempts,
     )
+    watcher = _watcher(configuration, pipeline, metrics) if classifier is None else None
     worker = TriageWorker(pipeline, broker, topology, options, metrics)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -82,11 +94,32 @@ def run_worker(
         seconds=round(time.monotonic() - started, 2),
     )
     while not stop.wait(0.5):
-        pass
+        if watcher is not None:
+            watcher.poll()
     worker.stop()
     broker.close()
     store.close()
+    feedback.close()
     if server is not None:
         server.shutdown()
     log.info("worker.exited")
     return exit_codes.OK
+
+
+def _watcher(
+    configuration: Configuration, pipeline: Pipeline, metrics: WorkerMetrics
+) -> ModelWatcher | None:
+    """Follow the registry's `current` pointer, unless the settings pin one model directory."""
+    settings = configuration.settings
+    if settings.model_dir is not None:
+        log.info("worker.model_pinned", reload=False)
+        return None
+
+    def load(directory: Path) -> Classifier:
+        return load_classifier(directory, configuration.taxonomy, settings.inference)
+
+    def swapped(previous: str, version: str) -> None:
+        metrics.model_info.labels(previous).set(0)
+        metrics.model_info.labels(version).set(1)
+
+    return ModelWatcher(ModelRegistry(settings.models_root), pipeline, load, swapped)

@@ -6,4 +6,5 @@ USAGE = 2
 CONFIG_ERROR = 3
 MODEL_ERROR = 4
 CANNOT_CONNECT = 5
+GATE_REFUSED = 6  # `triage retrain`: the candidate failed the promotion gate, kept aside
 INTERRUPTED = 130

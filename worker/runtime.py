@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifiers import Classifier, Taxonomy, load_classifier, load_taxonomy
+from classifiers.registry import resolve_model_dir
 from classifiers.safety import SafetyRules, load_safety_rules
 from worker.acknowledgement import AcknowledgementConfig, Acknowledger, load_acknowledgements
 from worker.broker import Broker, Topology
@@ -14,6 +15,8 @@ from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
 from worker.delivery.smtp import SmtpSender
 from worker.errors import ConfigError
+from worker.feedback import FeedbackStore
+from worker.forward_back import ForwardBackReader
 from worker.idempotency import DeliveryStore
 from worker.imap import account_password
 from worker.pipeline import Pipeline
@@ -36,6 +39,11 @@ class Configuration:
         return {key: label.display_name for key, label in self.taxonomy.departments.items()}
 
 
+def active_model_dir(settings: Settings) -> Path:
+    """The pinned `model_dir`, else the registry's current version (the shipped `default`)."""
+    return resolve_model_dir(settings.model_dir, settings.models_root)
+
+
 def topology_of(settings: Settings) -> Topology:
     return Topology(settings.broker.prefix, settings.worker.retry_delays)
 
@@ -54,6 +62,9 @@ def load_configuration(settings: Settings) -> Configuration:
             raise ConfigError(
                 "settings", "intake.imap_accounts", f"unknown IMAP account {account!r}"
             )
+    if settings.feedback.forward_address and not settings.own_addresses:
+        problem = "a forward-back address needs `own_addresses`: only agents may correct"
+        raise ConfigError("settings", "feedback.forward_address", problem)
     acknowledgements = None
     if settings.acknowledgements_file.exists():
         acknowledgements = load_acknowledgements(settings.acknowledgements_file, taxonomy)
@@ -97,15 +108,18 @@ def build_pipeline(
     topology: Topology | None = None,
     store: DeliveryStore | None = None,
     explanations: bool | None = None,
+    feedback: FeedbackStore | None = None,
 ) -> Pipeline:
     """The embedded pipeline for `configuration`, loading the model unless one is given.
 
-    `explanations` None follows `settings.inference.explanations`.
+    `explanations` None follows `settings.inference.explanations`. With a `feedback` store, each
+    delivered request's pseudonymised text is remembered (unless `feedback.remember_requests` is
+    off) and forward-back corrections are recorded.
     """
     settings = configuration.settings
     if classifier is None:
         classifier = load_classifier(
-            model_dir or settings.model_dir, configuration.taxonomy, settings.inference
+            model_dir or active_model_dir(settings), configuration.taxonomy, settings.inference
         )
     if explanations is None:
         explanations = settings.inference.explanations
@@ -134,4 +148,17 @@ def build_pipeline(
         store=store,
         acknowledger=acknowledger,
         explanations=explanations,
+        feedback=feedback,
+        remember_requests=settings.feedback.remember_requests,
+        forward_back=forward_back_reader(configuration),
+    )
+
+
+def forward_back_reader(configuration: Configuration) -> ForwardBackReader | None:
+    """The reader of forward-back corrections, when an address is configured."""
+    settings = configuration.settings
+    if settings.feedback.forward_address is None:
+        return None
+    return ForwardBackReader(
+        settings.feedback.forward_address, settings.own_addresses, configuration.taxonomy
     )
