@@ -15,7 +15,6 @@ stored as given: callers validate them against the taxonomy.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import structlog
 
 from classifiers.pseudonymise import pseudonymise
 from worker.errors import TriageError
+from worker.sqlite_files import open_database
 
 log = structlog.get_logger("worker.feedback")
 
@@ -173,14 +173,9 @@ class FeedbackStore:
     """Remembered requests and agents' corrections in one SQLite file, safe to share by threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=30.0, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_database(path)
         # Purged texts must not linger in free pages of the file.
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)

@@ -8,10 +8,11 @@ survives restarts. It holds ids and destination names only, no content.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+
+from worker.sqlite_files import open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -28,14 +29,9 @@ class DeliveryStore:
     """A durable set of delivered (request id, destination) pairs."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=30.0, check_same_thread=False, isolation_level=None
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_database(path)
         self._db.execute(_SCHEMA)
 
     def delivered(self, request_id: str, destination: str) -> str | None:

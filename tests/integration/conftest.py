@@ -8,6 +8,7 @@ Each test gets a topology under a prefix of its own, deleted afterwards.
 from __future__ import annotations
 
 import email
+import json
 import os
 import shutil
 import signal
@@ -24,10 +25,12 @@ import pytest
 
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
+from tests.integration.dovecot import PASSWORD as DOVECOT_PASSWORD
+from tests.integration.dovecot import USER as DOVECOT_USER
 from tests.integration.dovecot import Dovecot
 from tests.twins import KeywordClassifier
 from worker.broker import BrokerError, Topology
-from worker.config import PROJECT_ROOT, BrokerSettings
+from worker.config import PROJECT_ROOT, BrokerSettings, load_settings
 from worker.consumer import TriageWorker, WorkerOptions
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
@@ -37,6 +40,7 @@ from worker.idempotency import DeliveryStore
 from worker.pipeline import Pipeline
 from worker.rabbitmq import RabbitAdmin, RabbitBroker
 from worker.routing import RoutingConfig, queue_departments
+from worker.runtime import Configuration, load_configuration
 
 BROKER = BrokerSettings(url="amqp://guest:guest@127.0.0.1:5672/%2F", heartbeat=10)
 RETRY_DELAYS = (0.3, 0.3, 0.3)
@@ -284,3 +288,32 @@ def in_process(
     routing_config: RoutingConfig,
 ) -> InProcess:
     return InProcess(tmp_path, topology, rabbitmq, taxonomy, safety_rules, routing_config)
+
+
+def embedded_imap_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+    server: Dovecot,
+    state: Path,
+    model_dir: Path,
+    **settings: str,
+) -> Configuration:
+    """Settings for `triage intake imap --embedded` watching the test user's INBOX.
+
+    `settings` are more TRIAGE_* variables, e.g. TRIAGE_OWN_ADDRESSES='["@mairie.example"]'.
+    """
+    account = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "none",
+        "username": DOVECOT_USER,
+        "password_env": "TEST_MAIRIE_IMAP_PASSWORD",
+        "idle_timeout": 1.0,
+    }
+    monkeypatch.setenv("TEST_MAIRIE_IMAP_PASSWORD", DOVECOT_PASSWORD)
+    monkeypatch.setenv("TRIAGE_IMAP", json.dumps({"mairie": account}))
+    monkeypatch.setenv("TRIAGE_INTAKE__IMAP_ACCOUNTS", '["mairie"]')
+    monkeypatch.setenv("TRIAGE_STATE_DIR", str(state))
+    monkeypatch.setenv("TRIAGE_MODEL_DIR", str(model_dir))
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    return load_configuration(load_settings())

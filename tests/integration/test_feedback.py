@@ -14,10 +14,15 @@ import pytest
 from classifiers.registry import ModelRegistry
 from classifiers.taxonomy import Taxonomy
 from tests.conftest import make_prediction
-from tests.integration.conftest import Fleet, WorkerProcess, wait_until
+from tests.integration.conftest import (
+    Fleet,
+    WorkerProcess,
+    embedded_imap_configuration,
+    wait_until,
+)
 from tests.integration.dovecot import PASSWORD, USER, Dovecot
 from tests.integration.test_rabbitmq_worker import _corpus
-from worker.config import ImapAccount, load_settings
+from worker.config import ImapAccount
 from worker.delivery.base import Delivery
 from worker.delivery.imap_folder import ImapFolderDeliverer
 from worker.delivery.message import render_triaged
@@ -28,7 +33,6 @@ from worker.intake_imap import run_imap_intake
 from worker.parsing import parse_email
 from worker.request import Channel, RawRequest
 from worker.routing import RoutingConfig, route
-from worker.runtime import load_configuration
 
 pytestmark = pytest.mark.integration
 
@@ -165,22 +169,14 @@ class TestForwardBackThroughTheMailbox:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """The attached original reaches the named service; the correction is stored."""
-        account = {
-            "host": "127.0.0.1",
-            "port": dovecot.port,
-            "security": "none",
-            "username": USER,
-            "password_env": "TEST_MAIRIE_IMAP_PASSWORD",
-            "idle_timeout": 1.0,
-        }
-        monkeypatch.setenv("TEST_MAIRIE_IMAP_PASSWORD", PASSWORD)
-        monkeypatch.setenv("TRIAGE_IMAP", json.dumps({"mairie": account}))
-        monkeypatch.setenv("TRIAGE_INTAKE__IMAP_ACCOUNTS", '["mairie"]')
-        monkeypatch.setenv("TRIAGE_STATE_DIR", str(tmp_path))
-        monkeypatch.setenv("TRIAGE_MODEL_DIR", str(baseline_model_dir))
-        monkeypatch.setenv("TRIAGE_OWN_ADDRESSES", '["@mairie.example"]')
-        monkeypatch.setenv("TRIAGE_FEEDBACK__FORWARD_ADDRESS", "corrections@mairie.example")
-        configuration = load_configuration(load_settings())
+        configuration = embedded_imap_configuration(
+            monkeypatch,
+            dovecot,
+            tmp_path,
+            baseline_model_dir,
+            TRIAGE_OWN_ADDRESSES='["@mairie.example"]',
+            TRIAGE_FEEDBACK__FORWARD_ADDRESS="corrections@mairie.example",
+        )
 
         original = email.message_from_bytes(
             _mail(9, "Je voudrais un acte de naissance pour mon fils.")

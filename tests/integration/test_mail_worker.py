@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import json
 import threading
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import pytest
 import yaml
 
 from tests.conftest import CONFIG_DIR
-from tests.integration.conftest import InProcess, wait_until
-from tests.integration.dovecot import PASSWORD, USER, Dovecot
+from tests.integration.conftest import InProcess, embedded_imap_configuration, wait_until
+from tests.integration.dovecot import Dovecot
 from tests.smtp_server import RefusingHandler, smtp_server
-from worker.config import load_settings
 from worker.delivery.smtp import SmtpSender
 from worker.intake_imap import run_imap_intake
 from worker.parsing import parse_raw
 from worker.request import Channel, RawRequest
 from worker.routing import RoutingConfig
-from worker.runtime import load_configuration
 
 pytestmark = pytest.mark.integration
 
@@ -90,20 +87,9 @@ class TestEmbeddedImapIntake:
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         """Mail in the watched mailbox is classified and delivered to the service maildirs."""
-        account = {
-            "host": "127.0.0.1",
-            "port": dovecot.port,
-            "security": "none",
-            "username": USER,
-            "password_env": "TEST_MAIRIE_IMAP_PASSWORD",
-            "idle_timeout": 1.0,
-        }
-        monkeypatch.setenv("TEST_MAIRIE_IMAP_PASSWORD", PASSWORD)
-        monkeypatch.setenv("TRIAGE_IMAP", json.dumps({"mairie": account}))
-        monkeypatch.setenv("TRIAGE_INTAKE__IMAP_ACCOUNTS", '["mairie"]')
-        monkeypatch.setenv("TRIAGE_STATE_DIR", str(tmp_path))
-        monkeypatch.setenv("TRIAGE_MODEL_DIR", str(baseline_model_dir))
-        configuration = load_configuration(load_settings())
+        configuration = embedded_imap_configuration(
+            monkeypatch, dovecot, tmp_path, baseline_model_dir
+        )
         for number, text in enumerate(
             ["Le lampadaire de la rue des Lilas est éteint.", "Je voudrais un acte de naissance."]
         ):

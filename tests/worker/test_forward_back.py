@@ -112,37 +112,38 @@ class TestForwardBackReader:
             reader.read(raw, parse_email(raw.payload))
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> FeedbackStore:
+    return FeedbackStore(tmp_path / "feedback.sqlite")
+
+
+@pytest.fixture
+def pipeline(
+    tmp_path: Path,
+    taxonomy: Taxonomy,
+    safety_rules: SafetyRules,
+    routing_config: RoutingConfig,
+    store: FeedbackStore,
+) -> Pipeline:
+    """The keyword twin, real maildirs, a feedback store and the forward-back reader."""
+    return Pipeline(
+        KeywordClassifier(taxonomy),
+        safety_rules,
+        routing_config,
+        build_deliverers(routing_config, tmp_path / "maildir"),
+        DecisionLog(tmp_path / "decisions.jsonl"),
+        feedback=store,
+        forward_back=ForwardBackReader(ADDRESS, OWN, taxonomy),
+    )
+
+
 class TestForwardBackThroughThePipeline:
     """A forward-back is recorded as a correction and the original re-routed."""
 
-    def _pipeline(
-        self,
-        tmp_path: Path,
-        taxonomy: Taxonomy,
-        safety_rules: SafetyRules,
-        routing_config: RoutingConfig,
-        store: FeedbackStore,
-    ) -> Pipeline:
-        return Pipeline(
-            KeywordClassifier(taxonomy),
-            safety_rules,
-            routing_config,
-            build_deliverers(routing_config, tmp_path / "maildir"),
-            DecisionLog(tmp_path / "decisions.jsonl"),
-            feedback=store,
-            forward_back=ForwardBackReader(ADDRESS, OWN, taxonomy),
-        )
-
     def test_rerouted_and_recorded(
-        self,
-        tmp_path: Path,
-        taxonomy: Taxonomy,
-        safety_rules: SafetyRules,
-        routing_config: RoutingConfig,
+        self, pipeline: Pipeline, store: FeedbackStore, tmp_path: Path
     ) -> None:
         """The original lands in the named service's inbox and the correction is stored."""
-        store = FeedbackStore(tmp_path / "feedback.sqlite")
-        pipeline = self._pipeline(tmp_path, taxonomy, safety_rules, routing_config, store)
         [outcome] = pipeline.process([_forward("service: voirie\nurgence: haute")])
         assert outcome.status is Status.DELIVERED
         assert outcome.prediction is not None
@@ -157,31 +158,17 @@ class TestForwardBackThroughThePipeline:
         assert (correction.source, correction.predicted_department) == ("forward", "accueil")
         assert "plaque" in correction.text
 
-    def test_bad_forward_back_dead_lettered(
-        self,
-        tmp_path: Path,
-        taxonomy: Taxonomy,
-        safety_rules: SafetyRules,
-        routing_config: RoutingConfig,
-    ) -> None:
+    def test_bad_forward_back_dead_lettered(self, pipeline: Pipeline, store: FeedbackStore) -> None:
         """A forward-back that cannot be read goes to the dead letters with the reason."""
-        store = FeedbackStore(tmp_path / "feedback.sqlite")
-        pipeline = self._pipeline(tmp_path, taxonomy, safety_rules, routing_config, store)
         [outcome] = pipeline.process([_forward("service: nulle-part")])
         assert outcome.status is Status.DEAD_LETTER
         assert outcome.error is not None and "unknown service" in outcome.error
         assert store.corrections() == []
 
     def test_delivered_requests_are_remembered(
-        self,
-        tmp_path: Path,
-        taxonomy: Taxonomy,
-        safety_rules: SafetyRules,
-        routing_config: RoutingConfig,
+        self, pipeline: Pipeline, store: FeedbackStore
     ) -> None:
         """An ordinary request's text and prediction are kept for a later correction."""
-        store = FeedbackStore(tmp_path / "feedback.sqlite")
-        pipeline = self._pipeline(tmp_path, taxonomy, safety_rules, routing_config, store)
         original = RawRequest(payload=_original(triaged=False).as_bytes(), channel=Channel.EMAIL)
         [outcome] = pipeline.process([original])
         remembered = store.remembered(outcome.request_id)
