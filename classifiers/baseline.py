@@ -34,7 +34,7 @@ from classifiers.explain import (
     words_of,
 )
 from classifiers.model_dir import ModelFiles, read_json, write_json
-from classifiers.pseudonymise import pseudonymise
+from classifiers.pseudonymise import is_placeholder, pseudonymise
 from classifiers.text import classifier_input
 from worker.errors import ModelError
 from worker.request import Request
@@ -70,6 +70,21 @@ def _vectorizer(
 ) -> TfidfVectorizer:
     params = {**params, "ngram_range": tuple(params["ngram_range"])}
     return TfidfVectorizer(vocabulary=vocabulary, dtype=np.float64, **params)
+
+
+class _OneScoring:
+    """A model's probabilities of the last batch of variants, computed once for every head."""
+
+    def __init__(self, model: TfidfBaseline) -> None:
+        self._model = model
+        self._texts: tuple[str, ...] = ()
+        self._scores: dict[str, FloatArray] = {}
+
+    def column(self, head: str, column: int, texts: Sequence[str]) -> list[float]:
+        if tuple(texts) != self._texts:
+            self._texts = tuple(texts)
+            self._scores = self._model.probabilities(texts)
+        return [float(p) for p in self._scores[head][:, column]]
 
 
 class TfidfBaseline:
@@ -148,23 +163,27 @@ class TfidfBaseline:
         probabilities = self.probabilities([classifier_input(r) for r in requests])
         return predictions_from_probabilities(requests, probabilities, self.labels, self.version)
 
-    def _probability_of(self, head: str, column: int, texts: Sequence[str]) -> list[float]:
-        # Occlusion edits the raw text agents read; the model sees it as it sees any input.
-        scores = self.probabilities([pseudonymise(text) for text in texts])
-        return [float(p) for p in scores[head][:, column]]
-
     def explain(
         self, requests: Sequence[Request], predictions: Sequence[Prediction]
     ) -> list[tuple[Evidence, ...]]:
-        """Occlusion over the subject and first sentences (see `classifiers.explain`)."""
+        """Occlusion over the subject and first sentences (see `classifiers.explain`).
+
+        The explained text is pseudonymised first, as the model reads it: evidence never quotes
+        a name or a number, placeholders are never evidence, and each occluded variant is scored
+        once for both heads.
+        """
         found = []
         for request, prediction in zip(requests, predictions, strict=True):
-            text = explained_text(request.subject, request.classifier_text)
+            text = pseudonymise(explained_text(request.subject, request.classifier_text))
             words = words_of(text)
+            scored = _OneScoring(self)
             evidence: list[Evidence] = []
             for head, label in model_labels(prediction).items():
-                probability = partial(self._probability_of, head, self.labels[head].index(label))
-                weights = occlusion_weights(text, words, probability)
+                column = self.labels[head].index(label)
+                weights = occlusion_weights(text, words, partial(scored.column, head, column))
+                for index, word in enumerate(words):
+                    if is_placeholder(text, word):
+                        weights[index] = 0.0
                 evidence += top_phrases(text, words, weights, head)
             found.append(tuple(evidence))
         return found

@@ -22,8 +22,9 @@ import re
 from collections.abc import Callable
 
 from classifiers._person_names import BLANK, EMAIL, NOM, replace_names
+from classifiers.explain import Word
 
-__all__ = ["PLACEHOLDERS", "pseudonymise"]
+__all__ = ["PLACEHOLDERS", "is_placeholder", "pseudonymise"]
 
 IBAN = "<IBAN>"
 NIR = "<NIR>"
@@ -183,3 +184,12 @@ _PATTERN_STEPS: tuple[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str
     (_ADDRESS_RE, ADRESSE),
 )
 """Every step but names, in the order the module docstring explains."""
+
+
+def is_placeholder(text: str, word: Word) -> bool:
+    """Whether `word` of `text` is the name inside a placeholder (`NOM` of `<NOM>`)."""
+    return (
+        text[word.start - 1 : word.start] == "<"
+        and text[word.end : word.end + 1] == ">"
+        and f"<{word.text}>" in PLACEHOLDERS
+    )

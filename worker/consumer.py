@@ -6,11 +6,13 @@ Two stages, each fed by the broker's thread into an in-process queue and run on 
 1. classify: up to `batch_size` intake messages or `batch_wait` seconds, one model call, then
    each classified request is published (confirmed) to the deliver queue with its urgency as
    priority, and only then is the intake message acked;
-2. deliver: one message at a time per delivery thread; ack after every destination got it and the
-   decision was recorded. A transient failure republishes it to the delay queue of its attempt;
-   after the last attempt, or at once for a permanent failure, it goes to the dead-letter queue
-   with the reason. A message is acked only after its successor (retry or dead letter) is
-   confirmed, so a crash at any point leaves a copy in some queue.
+2. deliver: one message at a time per delivery thread, most urgent first; the explanation (when
+   on) is computed here, so a backlog's explanations never delay classifying a critique request;
+   ack after every destination got it and the decision was recorded. A transient failure
+   republishes it to the delay queue of its attempt; after the last attempt, or at once for a
+   permanent failure, it goes to the dead-letter queue with the reason. A message is acked only
+   after its successor (retry or dead letter) is confirmed, so a crash at any point leaves a copy
+   in some queue.
 """
 
 from __future__ import annotations
@@ -182,8 +184,12 @@ class TriageWorker:
         if not parsed:
             return
         try:
+            # Explanations wait for the deliver stage, behind the priority queue: classifying
+            # stays fast, so a critique request is not held up by a backlog's explanations.
             classified = self.pipeline.classify(
-                [taken.request for _, taken in parsed], [taken.correction for _, taken in parsed]
+                [taken.request for _, taken in parsed],
+                [taken.correction for _, taken in parsed],
+                with_evidence=False,
             )
         except Exception as exc:  # a model failure is dead-lettered, never retried in a loop
             log.error("batch.classification_failed", error_class=type(exc).__name__)
@@ -242,7 +248,8 @@ class TriageWorker:
         item: Classified | None = None
         try:
             prediction, decision = decode_classification(message.headers.get(HEADER_CLASSIFICATION))
-            item = Classified(self.pipeline.parse(raw), prediction, decision)
+            request = self.pipeline.parse(raw)
+            item = Classified(request, self.pipeline.add_evidence(request, prediction), decision)
             self.pipeline.deliver(raw, item)
         except TransientError as exc:
             if attempt >= self.options.max_attempts:

@@ -156,15 +156,18 @@ class Pipeline:
         self,
         requests: Sequence[Request],
         corrections: Sequence[ForwardBack | None] | None = None,
+        *,
+        with_evidence: bool = True,
     ) -> list[Classified]:
         """Classify a batch in one model call, then apply the safety rules and route each.
 
         A request with a correction (a forward-back) gets the agent's labels, and the correction
-        is recorded in the feedback store.
+        is recorded in the feedback store. `with_evidence=False` leaves explanations to
+        `add_evidence` (the RabbitMQ worker computes them after the priority queue).
         """
         classifier = self.classifier  # read once: a hot reload may swap it during the batch
         predictions = classifier.predict(requests)
-        if self.explanations:
+        if self.explanations and with_evidence:
             predictions = explain(classifier, requests, predictions)
         classified = []
         fixes = corrections or [None] * len(requests)
@@ -189,6 +192,24 @@ class Pipeline:
             )
             classified.append(Classified(request, prediction, decision))
         return classified
+
+    def add_evidence(self, request: Request, prediction: Prediction) -> Prediction:
+        """`prediction` with its explanation, when explanations are on and the model that made
+        it still serves; an explanation that fails leaves the request undelayed, without one."""
+        classifier = self.classifier
+        if (
+            not self.explanations
+            or prediction.evidence
+            or classifier.version != prediction.model_version
+        ):
+            return prediction
+        try:
+            return explain(classifier, [request], [prediction])[0]
+        except Exception as exc:  # an explanation is a courtesy: never lose a request over it
+            log.warning(
+                "request.explain_failed", request_id=request.id, error_class=type(exc).__name__
+            )
+            return prediction
 
     def _record_correction(
         self, request: Request, prediction: Prediction, correction: ForwardBack

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from classifiers.base import Prediction
+from classifiers.base import Evidence, Prediction
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from tests.conftest import FIXTURES
@@ -138,6 +138,7 @@ class Harness:
         options: WorkerOptions | None = None,
         store: DeliveryStore | None = None,
         observer: Observer | None = None,
+        explanations: bool = False,
         **replace: Deliverer,
     ) -> TriageWorker:
         """A worker whose destinations are real maildirs, except those given in `replace`."""
@@ -148,6 +149,7 @@ class Harness:
             {**build_deliverers(self.routing, self.root), **replace},
             self.decisions,
             store=store,
+            explanations=explanations,
         )
         return TriageWorker(
             pipeline,
@@ -187,6 +189,20 @@ class Harness:
     def files(self, destination: str) -> list[Path]:
         folder = self.root / destination / "new"
         return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+class ExplainingTwin(KeywordClassifier):
+    """The keyword twin, explaining itself and recording which requests it explained."""
+
+    def __init__(self, taxonomy: Taxonomy) -> None:
+        super().__init__(taxonomy)
+        self.explained: list[str] = []
+
+    def explain(
+        self, requests: Sequence[Any], predictions: Sequence[Prediction]
+    ) -> list[tuple[Evidence, ...]]:
+        self.explained += [request.id for request in requests]
+        return [(Evidence(head="department", text="lampadaire", weight=1.0),) for _ in requests]
 
 
 @pytest.fixture
@@ -577,4 +593,37 @@ class TestLifeCycle:
             time.sleep(0.01)
         assert intake[0] in harness.broker.acked
         assert in_hand in harness.broker.acked
+        assert len(harness.files("voirie")) == 1
+
+
+class TestExplanationsAfterThePriorityQueue:
+    """Explanations are computed at delivery, so classifying a backlog stays fast."""
+
+    def test_explained_at_delivery_not_at_classification(self, harness: Harness) -> None:
+        """The classify stage publishes without evidence; the deliver stage adds it."""
+        twin = ExplainingTwin(harness.taxonomy)
+        worker = harness.worker(classifier=twin, explanations=True)
+        body = _email("Lampadaire", "Le lampadaire est éteint.", "explained-1")
+        worker.classify_batch([harness.submit(body)])
+        assert twin.explained == []
+        message = harness.broker.take(harness.topology.deliver)
+        assert message is not None
+        prediction, _ = decode_classification(message.headers[HEADER_CLASSIFICATION])
+        assert prediction.evidence == ()
+        worker.deliver_message(message)
+        assert twin.explained == [_request_id(body)]
+        assert len(harness.files("voirie")) == 1
+
+    def test_no_explanation_from_another_model(self, harness: Harness) -> None:
+        """After a hot reload, a request classified by the old model is not explained."""
+        twin = ExplainingTwin(harness.taxonomy)
+        body = _email("Lampadaire", "Le lampadaire est éteint.", "explained-2")
+        harness.worker(classifier=KeywordClassifier(harness.taxonomy)).classify_batch(
+            [harness.submit(body)]
+        )
+        twin.version = "a-newer-model"
+        message = harness.broker.take(harness.topology.deliver)
+        assert message is not None
+        harness.worker(classifier=twin, explanations=True).deliver_message(message)
+        assert twin.explained == []
         assert len(harness.files("voirie")) == 1
