@@ -99,6 +99,12 @@ class TriageWorker:
         self._intake: queue.Queue[Message] = queue.Queue()
         self._deliveries: queue.Queue[Message] = queue.Queue()
         self._stopping = threading.Event()
+        # Set while the classify stage has nothing to do. Delivery (and the explanations it
+        # computes) waits for it: classifying is cheap and sets the priorities, and Python
+        # threads share one interpreter lock, so a backlog is classified first and a critique
+        # request in it reaches the head of the deliver queue at once (the fast lane).
+        self._classify_idle = threading.Event()
+        self._classify_idle.set()
         self._threads: list[threading.Thread] = []
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -141,13 +147,18 @@ class TriageWorker:
     def _classify_loop(self) -> None:
         while not self._stopping.is_set():
             batch = self._next_batch()
+            if not batch:
+                self._classify_idle.set()
+                continue
+            self._classify_idle.clear()
             try:
-                if batch:
-                    self.classify_batch(batch)
+                self.classify_batch(batch)
             except (
                 Exception
             ) as exc:  # the thread must outlive any one batch; unacked messages return
                 log.error("worker.classify_stage_error", error_class=type(exc).__name__)
+            if self._intake.empty():
+                self._classify_idle.set()
 
     def _next_batch(self) -> list[Message]:
         try:
@@ -231,6 +242,8 @@ class TriageWorker:
 
     def _deliver_loop(self) -> None:
         while not self._stopping.is_set():
+            if not self._classify_idle.wait(timeout=0.2):
+                continue
             try:
                 message = self._deliveries.get(timeout=0.2)
             except queue.Empty:
