@@ -12,7 +12,7 @@ MODEL := models/default
 BASE := models/base
 SHARED ?= ../shared/data
 
-.PHONY: install demo test lint format base camembert default-model clean system-deps
+.PHONY: install demo test lint format base camembert default-model clean system-deps bench
 
 install: $(STAMP)
 
@@ -45,8 +45,8 @@ demo: install
 	$(BIN)/triage demo
 
 lint: install
-	$(BIN)/ruff check worker classifiers tests data/tools
-	$(BIN)/ruff format --check worker classifiers tests data/tools
+	$(BIN)/ruff check worker classifiers tests data/tools bench
+	$(BIN)/ruff format --check worker classifiers tests data/tools bench
 	$(BIN)/mypy
 
 # Debian packages the integration tests run for real (installed only when missing; needs root).
@@ -61,9 +61,14 @@ system-deps:
 test: install lint system-deps
 	$(BIN)/pytest
 
+# The performance benchmarks (not part of `make test`): about 15 minutes on 2 cores; results in
+# bench/results/latest.md and .json.
+bench: install system-deps
+	$(BIN)/python -m bench.run
+
 format: install
-	$(BIN)/ruff format worker classifiers tests
-	$(BIN)/ruff check --fix worker classifiers tests
+	$(BIN)/ruff format worker classifiers tests bench
+	$(BIN)/ruff check --fix worker classifiers tests bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -84,7 +84,7 @@ class InferenceOptions:
     """
 
     max_tokens: int | None = None
-    batch_size: int = 16
+    batch_size: int = 8
     threads: int | None = None
     dtype: Dtype = "auto"
     quantize: Quantize = "none"

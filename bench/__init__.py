@@ -1,0 +1,1 @@
+"""Benchmarks of mairie-triage, run by `make bench` (not part of `make test`)."""
