@@ -227,22 +227,24 @@ class TestHotReload:
         metadata["version"] = "promoted-v2"
         metadata_path.write_text(json.dumps(metadata))
         items = _corpus(360)
+        first, second = items[:300], items[300:]
 
         process = WorkerProcess(fleet.state, fleet.topology, baseline_model_dir)
         del process.env["TRIAGE_MODEL_DIR"]  # follow the registry instead of a pinned model
         process.env["TRIAGE_MODELS_ROOT"] = str(root)
         fleet.processes.append(process.start())
-        assert fleet.admin.submit(items) == len(items)
+        assert fleet.admin.submit(first) == len(first)
         assert fleet.wait_delivered(40, timeout=60)
         ModelRegistry(root).promote("v2", reason="integration test")
-        assert fleet.delivered() < len(items), "the promotion came after the end"
+        assert wait_until(lambda: '"model.reloaded"' in process.log.read_text("utf-8"), 20)
+        assert fleet.delivered() < len(first), "the promotion came after the first wave"
+        assert fleet.admin.submit(second) == len(second)  # while the first is still delivered
         assert fleet.wait_delivered(len(items), timeout=180)
         fleet.finish(process)
 
         fleet.assert_exactly_once({item[2] for item in items})
         lines = (fleet.state / "decisions.jsonl").read_text().splitlines()
-        versions = [json.loads(line).get("model_version") for line in lines]
-        assert versions[0] != "promoted-v2"
-        assert versions[-10:] == ["promoted-v2"] * 10
-        log = process.log.read_text(encoding="utf-8")
-        assert '"model.reloaded"' in log and "promoted-v2" in log
+        versions = {d["request_id"]: d.get("model_version") for d in map(json.loads, lines)}
+        assert {versions[item[2]] for item in second} == {"promoted-v2"}
+        assert "promoted-v2" not in {versions[item[2]] for item in first[:40]}
+        assert "promoted-v2" in process.log.read_text(encoding="utf-8")
