@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from classifiers.base import Prediction
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from tests.integration.dovecot import PASSWORD as DOVECOT_PASSWORD
@@ -30,16 +31,19 @@ from tests.integration.dovecot import USER as DOVECOT_USER
 from tests.integration.dovecot import Dovecot
 from tests.twins import KeywordClassifier
 from worker.broker import BrokerError, Topology
-from worker.config import PROJECT_ROOT, BrokerSettings, load_settings
+from worker.config import PROJECT_ROOT, BrokerSettings, ImapAccount, load_settings
 from worker.consumer import TriageWorker, WorkerOptions
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
-from worker.delivery.base import Deliverer
+from worker.delivery.base import Deliverer, Delivery
+from worker.delivery.message import render_triaged
 from worker.delivery.smtp import SmtpSender
 from worker.idempotency import DeliveryStore
+from worker.parsing import parse_email
 from worker.pipeline import Pipeline
 from worker.rabbitmq import RabbitAdmin, RabbitBroker
-from worker.routing import RoutingConfig, queue_departments
+from worker.request import Channel, RawRequest
+from worker.routing import RoutingConfig, RoutingDecision, queue_departments
 from worker.runtime import Configuration, load_configuration
 
 BROKER = BrokerSettings(url="amqp://guest:guest@127.0.0.1:5672/%2F", heartbeat=10)
@@ -290,6 +294,35 @@ def in_process(
     return InProcess(tmp_path, topology, rabbitmq, taxonomy, safety_rules, routing_config)
 
 
+def imap_account(server: Dovecot, **changes: object) -> ImapAccount:
+    """The Dovecot test user's account: loopback, no TLS, short timeouts."""
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "security": "none",
+        "username": DOVECOT_USER,
+        "password_env": "TEST_IMAP_PASSWORD",
+        "idle_timeout": 1.0,
+        "timeout": 5.0,
+        **changes,
+    }
+    return ImapAccount.model_validate(values)
+
+
+def triaged_delivery(payload: bytes, prediction: Prediction, decision: RoutingDecision) -> Delivery:
+    """An email as the worker hands it to a deliverer once classified and routed."""
+    request = parse_email(payload)
+    raw = RawRequest(payload=payload, channel=Channel.EMAIL)
+    return Delivery(
+        request.id,
+        render_triaged(raw, request, prediction, decision),
+        raw=raw,
+        request=request,
+        prediction=prediction,
+        decision=decision,
+    )
+
+
 def embedded_imap_configuration(
     monkeypatch: pytest.MonkeyPatch,
     server: Dovecot,
@@ -301,16 +334,9 @@ def embedded_imap_configuration(
 
     `settings` are more TRIAGE_* variables, e.g. TRIAGE_OWN_ADDRESSES='["@mairie.example"]'.
     """
-    account = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "security": "none",
-        "username": DOVECOT_USER,
-        "password_env": "TEST_MAIRIE_IMAP_PASSWORD",
-        "idle_timeout": 1.0,
-    }
+    account = imap_account(server, password_env="TEST_MAIRIE_IMAP_PASSWORD")
     monkeypatch.setenv("TEST_MAIRIE_IMAP_PASSWORD", DOVECOT_PASSWORD)
-    monkeypatch.setenv("TRIAGE_IMAP", json.dumps({"mairie": account}))
+    monkeypatch.setenv("TRIAGE_IMAP", json.dumps({"mairie": account.model_dump()}))
     monkeypatch.setenv("TRIAGE_INTAKE__IMAP_ACCOUNTS", '["mairie"]')
     monkeypatch.setenv("TRIAGE_STATE_DIR", str(state))
     monkeypatch.setenv("TRIAGE_MODEL_DIR", str(model_dir))

@@ -18,37 +18,24 @@ from tests.integration.conftest import (
     Fleet,
     WorkerProcess,
     embedded_imap_configuration,
+    imap_account,
+    triaged_delivery,
     wait_until,
 )
-from tests.integration.dovecot import PASSWORD, USER, Dovecot
+from tests.integration.dovecot import PASSWORD, Dovecot
 from tests.integration.test_rabbitmq_worker import _corpus
-from worker.config import ImapAccount
-from worker.delivery.base import Delivery
 from worker.delivery.imap_folder import ImapFolderDeliverer
-from worker.delivery.message import render_triaged
 from worker.feedback import FeedbackStore
 from worker.feedback_imap import folder_departments, scan_account
 from worker.imap import ImapSession
 from worker.intake_imap import run_imap_intake
 from worker.parsing import parse_email
-from worker.request import Channel, RawRequest
 from worker.routing import RoutingConfig, route
 
 pytestmark = pytest.mark.integration
 
 URGENCIES = ("critique", "haute", "normale", "basse")
 FOLDERS = {"urbanisme": "INBOX/Urbanisme", "voirie": "INBOX/Voirie", "revue": "INBOX/Revue"}
-
-
-def _account(server: Dovecot) -> ImapAccount:
-    return ImapAccount(
-        host="127.0.0.1",
-        port=server.port,
-        security="none",
-        username=USER,
-        password_env="TEST_IMAP_PASSWORD",
-        timeout=5.0,
-    )
 
 
 def _imap_routing(routing_config: RoutingConfig) -> RoutingConfig:
@@ -86,20 +73,10 @@ def _file(
         department, "normale", confidence=confidence, request_id=request.id, taxonomy=taxonomy
     )
     decision = route(prediction, routing)
-    raw = RawRequest(payload=payload, channel=Channel.EMAIL)
     name = decision.primary
-    session = ImapSession(_account(server), PASSWORD)
+    session = ImapSession(imap_account(server), PASSWORD)
     deliverer = ImapFolderDeliverer(name, "mairie", session, FOLDERS[name])
-    deliverer.deliver(
-        Delivery(
-            request.id,
-            render_triaged(raw, request, prediction, decision),
-            raw=raw,
-            request=request,
-            prediction=prediction,
-            decision=decision,
-        )
-    )
+    deliverer.deliver(triaged_delivery(payload, prediction, decision))
     session.close()
     return request.id
 
@@ -136,7 +113,7 @@ class TestImapMoves:
 
         store = FeedbackStore(tmp_path / "feedback.sqlite")
         folders = folder_departments(routing)["mairie"]
-        session = ImapSession(_account(dovecot), PASSWORD)
+        session = ImapSession(imap_account(dovecot), PASSWORD)
         report = scan_account(session, folders, store, URGENCIES)
         found = {c.request_id: c for c in store.corrections()}
         assert set(found) == {moved, reviewed}

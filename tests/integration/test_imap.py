@@ -14,16 +14,14 @@ import pytest
 from classifiers.safety import SafetyRules
 from classifiers.taxonomy import Taxonomy
 from tests.conftest import make_prediction
-from tests.integration.conftest import wait_until
-from tests.integration.dovecot import PASSWORD, USER, Dovecot
+from tests.integration.conftest import imap_account, triaged_delivery, wait_until
+from tests.integration.dovecot import PASSWORD, Dovecot
 from tests.twins import KeywordClassifier
 from worker.broker import Topology
-from worker.config import BrokerSettings, ImapAccount
+from worker.config import BrokerSettings
 from worker.decision_log import DecisionLog
 from worker.delivery import build_deliverers
-from worker.delivery.base import Delivery
 from worker.delivery.imap_folder import ImapFolderDeliverer
-from worker.delivery.message import render_triaged
 from worker.idempotency import DeliveryStore
 from worker.imap import PROCESSED_KEYWORD, SKIPPED_KEYWORD, ImapSession
 from worker.intake_imap import ImapIntake, IntakeState
@@ -31,7 +29,7 @@ from worker.intake_sinks import rabbit_sink
 from worker.parsing import parse_email
 from worker.pipeline import Pipeline, Status
 from worker.rabbitmq import RabbitAdmin, RabbitBroker
-from worker.request import Channel, RawRequest, Request
+from worker.request import RawRequest, Request
 from worker.routing import RoutingConfig, route
 
 pytestmark = pytest.mark.integration
@@ -67,22 +65,8 @@ class RecordingSink:
         return Counter(request.id for _, request in self.received if request is not None)
 
 
-def _account(server: Dovecot, **changes: object) -> ImapAccount:
-    values: dict[str, object] = {
-        "host": "127.0.0.1",
-        "port": server.port,
-        "security": "none",
-        "username": USER,
-        "password_env": "TEST_IMAP_PASSWORD",
-        "idle_timeout": 1.0,
-        "timeout": 5.0,
-        **changes,
-    }
-    return ImapAccount.model_validate(values)
-
-
 def _intake(server: Dovecot, tmp: Path, sink: RecordingSink, **changes: object) -> ImapIntake:
-    account = _account(server, **changes)
+    account = imap_account(server, **changes)
     return ImapIntake(
         "mairie",
         account,
@@ -270,7 +254,7 @@ class TestImapIntake:
         broker = RabbitBroker(rabbitmq, topology)
         assert broker.start(wait=10)
         try:
-            account = _account(dovecot)
+            account = imap_account(dovecot)
             intake = ImapIntake(
                 "mairie",
                 account,
@@ -300,17 +284,8 @@ class TestImapFolderDelivery:
         prediction = make_prediction(
             "urbanisme", "critique", request_id=request.id, taxonomy=taxonomy
         )
-        decision = route(prediction, routing_config)
-        raw = RawRequest(payload=payload, channel=Channel.EMAIL)
-        delivery = Delivery(
-            request.id,
-            render_triaged(raw, request, prediction, decision),
-            raw=raw,
-            request=request,
-            prediction=prediction,
-            decision=decision,
-        )
-        account = _account(dovecot)
+        delivery = triaged_delivery(payload, prediction, route(prediction, routing_config))
+        account = imap_account(dovecot)
         deliverer = ImapFolderDeliverer(
             "urbanisme", "mairie", ImapSession(account, PASSWORD), "INBOX/Urbanisme"
         )
